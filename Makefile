@@ -1,0 +1,30 @@
+# pe_panoptic: `make demo` sets everything up and runs the end-to-end demo; `make test` runs tests.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+export DETECTRON2_DATASETS ?= $(CURDIR)/datasets
+STAMP := $(VENV)/.pe_panoptic-installed
+
+.PHONY: venv test demo clean-demo
+
+venv: $(STAMP)
+
+# Idempotent: the stamp depends on the lock file and the installer; re-running does nothing.
+$(STAMP): requirements.lock tools/install_detectron2.py setup.py
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --disable-pip-version-check "pip==24.3.1"
+	$(PIP) install -q --disable-pip-version-check -r requirements.lock
+	$(PIP) install -q --disable-pip-version-check --no-deps panopticapi-lite==0.2.0
+	$(PY) tools/install_detectron2.py
+	$(PIP) install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+test: venv
+	$(PY) -m pytest -q tests
+
+demo: venv
+	$(PY) tools/run_demo.py --output output/demo
+
+clean-demo:
+	rm -rf output/demo

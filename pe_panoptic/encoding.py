@@ -1,0 +1,268 @@
+"""Instance encodings: how a pixel's instance centroid is represented as the network's target.
+
+All encodings share one interface so targets, losses, post-processing and tools can switch
+between them (the paper's ablations):
+
+* :class:`PositionalEncoding` (the method): ``concat(gamma(u), gamma(v))`` with
+  ``gamma(p) = (sin(2^l pi p), cos(2^l pi p))_{l=0..L-1}``; void pixels get the zero vector
+  (paper Eq. 2, 3). Loss: ``(||d_u||_2 + ||d_v||_2) / 2`` over the two 2L blocks (Eq. 4).
+* :class:`RGBEncoding` ("direct centroid regression", Appendix C): ``(u01, v01, 1)`` for
+  instance pixels, ``(0, 0, 0)`` for void; L1 loss.
+* :class:`BinEncoding` ("cross-entropy", Appendix C): u and v classified independently into
+  ``num_bins`` bins plus one void class each; loss ``(CE_u + CE_v) / 2``.
+
+Coordinates. A centroid ``(cx, cy)`` in pixels of the network input frame (H x W) is normalized
+as ``u = 2 (cx + 0.5) / W - 1`` and ``v = 2 (cy + 0.5) / H - 1`` (pixel centers), so ``u, v`` lie
+in ``(-1, 1)`` and do not depend on the output stride. The decoding grid has ``gw x gh`` cells;
+cell ``k`` has center ``-1 + (2k + 1) / gw``. Because the squared embedding distance splits into
+a u-term and a v-term, the nearest grid position is found by two small argmins
+(:meth:`CentroidEncoding.decode`), not a ``gh * gw``-way search.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Tuple
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "positional_embedding",
+    "grid_centers",
+    "normalize_coords",
+    "Decoded",
+    "CentroidEncoding",
+    "PositionalEncoding",
+    "RGBEncoding",
+    "BinEncoding",
+    "build_encoding",
+]
+
+
+def positional_embedding(p: torch.Tensor, num_harmonics: int) -> torch.Tensor:
+    """gamma(p) of paper Eq. (3): ``[..., 2L]`` ordered (sin l=0, cos l=0, sin l=1, cos l=1, ...)."""
+    freqs = math.pi * (2.0 ** torch.arange(num_harmonics, device=p.device, dtype=p.dtype))
+    ang = p.unsqueeze(-1) * freqs
+    return torch.stack((torch.sin(ang), torch.cos(ang)), dim=-1).flatten(-2)
+
+
+def grid_centers(n: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Normalized centers of ``n`` grid cells along one axis: ``-1 + (2k + 1) / n``."""
+    return -1.0 + (2.0 * torch.arange(n, device=device, dtype=dtype) + 1.0) / n
+
+
+def normalize_coords(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Pixel coordinate (0-based, pixel-center convention) -> normalized coordinate in (-1, 1)."""
+    return 2.0 * (x + 0.5) / size - 1.0
+
+
+def coords_to_cell(p: torch.Tensor, n: int) -> torch.Tensor:
+    """Normalized coordinate -> index of the grid cell (of ``n``) that contains it."""
+    return ((p + 1.0) * 0.5 * n).floor().clamp_(0, n - 1).long()
+
+
+class Decoded(NamedTuple):
+    """Per-pixel decoding against the uv grid (all ``[B, H, W]``)."""
+
+    iu: torch.Tensor  # long, column of the nearest grid cell
+    iv: torch.Tensor  # long, row of the nearest grid cell
+    void: torch.Tensor  # bool, the void code is nearer than any grid position
+    dist: torch.Tensor  # float, distance to the chosen code (grid position or void)
+
+
+class CentroidEncoding:
+    """Base class. Subclasses define channels, targets, per-pixel loss and grid decoding."""
+
+    name = "base"
+    num_channels: int
+    #: whether the per-pixel total-variation loss (Appendix B) applies to this output
+    supports_tv = True
+    #: whether the generalized DICE loss (Appendix B) applies to this output
+    supports_dice = False
+
+    def encode(self, uv: torch.Tensor) -> torch.Tensor:
+        """Codes of centroids: ``uv [..., 2]`` (u, v normalized) -> ``[..., C]``."""
+        raise NotImplementedError
+
+    def void_code(self, device=None, dtype=torch.float32) -> torch.Tensor:
+        raise NotImplementedError
+
+    def targets(self, uv_map: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Dense targets ``[B, C, H, W]`` from a centroid map ``uv_map [B, 2, H, W]`` and the
+        instance mask ``valid [B, H, W]`` (False = void, gets the void code)."""
+        code = self.encode(uv_map.permute(0, 2, 3, 1))  # B H W C
+        void = self.void_code(uv_map.device, code.dtype)
+        code = torch.where(valid.unsqueeze(-1), code, void)
+        return code.permute(0, 3, 1, 2).contiguous()
+
+    def pixel_loss(self, pred: torch.Tensor, uv_map: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Per-pixel loss ``[B, H, W]`` (to be averaged with EDS weights, Eq. 1)."""
+        raise NotImplementedError
+
+    def decode(self, pred: torch.Tensor, grid: Tuple[int, int]) -> Decoded:
+        """Nearest grid position (or void) of every pixel of ``pred [B, C, H, W]``;
+        ``grid = (gh, gw)``."""
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+
+class PositionalEncoding(CentroidEncoding):
+    """The paper's sine-cosine positional embedding of the centroid (Eq. 2-4)."""
+
+    name = "pe"
+    supports_dice = True
+
+    def __init__(self, num_harmonics: int = 4):
+        if not 1 <= num_harmonics <= 16:
+            raise ValueError(f"num_harmonics must be in [1, 16], got {num_harmonics}")
+        self.L = int(num_harmonics)
+        self.num_channels = 4 * self.L
+
+    def extra_repr(self) -> str:
+        return f"L={self.L}"
+
+    def encode(self, uv: torch.Tensor) -> torch.Tensor:
+        return torch.cat(
+            (positional_embedding(uv[..., 0], self.L), positional_embedding(uv[..., 1], self.L)), dim=-1
+        )
+
+    def void_code(self, device=None, dtype=torch.float32) -> torch.Tensor:
+        return torch.zeros(self.num_channels, device=device, dtype=dtype)
+
+    def split_distances(self, pred: torch.Tensor, target: torch.Tensor):
+        """Euclidean distances of the u block and of the v block, each ``[B, H, W]``."""
+        d = pred - target
+        du = torch.linalg.vector_norm(d[:, : 2 * self.L], dim=1)
+        dv = torch.linalg.vector_norm(d[:, 2 * self.L :], dim=1)
+        return du, dv
+
+    def pixel_loss(self, pred, uv_map, valid):
+        du, dv = self.split_distances(pred, self.targets(uv_map, valid))
+        return 0.5 * (du + dv)
+
+    def decode(self, pred: torch.Tensor, grid: Tuple[int, int]) -> Decoded:
+        gh, gw = grid
+        pred = pred.float()
+        L2 = 2 * self.L
+        eu = pred[:, :L2]  # B 2L H W
+        ev = pred[:, L2:]
+        cu = positional_embedding(grid_centers(gw, pred.device), self.L)  # gw 2L
+        cv = positional_embedding(grid_centers(gh, pred.device), self.L)  # gh 2L
+        # ||e - c||^2 = ||e||^2 - 2 e.c + ||c||^2 and ||c||^2 = L for every grid code.
+        nu = (eu * eu).sum(1)
+        nv = (ev * ev).sum(1)
+        su = torch.einsum("bchw,kc->bkhw", eu, cu)
+        sv = torch.einsum("bchw,kc->bkhw", ev, cv)
+        best_su, iu = su.max(1)
+        best_sv, iv = sv.max(1)
+        d_grid = (nu - 2 * best_su + self.L).clamp_min(0) + (nv - 2 * best_sv + self.L).clamp_min(0)
+        d_void = nu + nv
+        void = d_void < d_grid
+        dist = torch.where(void, d_void, d_grid).sqrt()
+        return Decoded(iu, iv, void, dist)
+
+
+class RGBEncoding(CentroidEncoding):
+    """Direct centroid regression with Painter's RGB code (Appendix C)."""
+
+    name = "rgb"
+    num_channels = 3
+
+    def encode(self, uv):
+        one = torch.ones_like(uv[..., :1])
+        return torch.cat(((uv + 1.0) * 0.5, one), dim=-1)
+
+    def void_code(self, device=None, dtype=torch.float32):
+        return torch.zeros(3, device=device, dtype=dtype)
+
+    def pixel_loss(self, pred, uv_map, valid):
+        return (pred - self.targets(uv_map, valid)).abs().sum(1)
+
+    def decode(self, pred, grid):
+        gh, gw = grid
+        pred = pred.float()
+        u = pred[:, 0] * 2 - 1
+        v = pred[:, 1] * 2 - 1
+        iu = coords_to_cell(u, gw)
+        iv = coords_to_cell(v, gh)
+        cu = grid_centers(gw, pred.device)[iu]
+        cv = grid_centers(gh, pred.device)[iv]
+        code = torch.stack(((cu + 1) * 0.5, (cv + 1) * 0.5, torch.ones_like(cu)), 1)
+        d_grid = (pred - code).abs().sum(1)
+        d_void = pred.abs().sum(1)
+        void = d_void < d_grid
+        return Decoded(iu, iv, void, torch.where(void, d_void, d_grid))
+
+
+class BinEncoding(CentroidEncoding):
+    """u and v classified independently into ``num_bins`` bins (+1 void class each)."""
+
+    name = "bins"
+    supports_tv = False
+
+    def __init__(self, num_bins: int = 80):
+        if num_bins < 2:
+            raise ValueError(f"num_bins must be >= 2, got {num_bins}")
+        self.num_bins = int(num_bins)
+        self.num_channels = 2 * (self.num_bins + 1)
+
+    def extra_repr(self):
+        return f"num_bins={self.num_bins}"
+
+    def class_targets(self, uv_map, valid):
+        """Class indices ``[B, H, W]`` for u and for v; void pixels get class ``num_bins``."""
+        nb = self.num_bins
+        cu = coords_to_cell(uv_map[:, 0], nb)
+        cv = coords_to_cell(uv_map[:, 1], nb)
+        cu = torch.where(valid, cu, torch.full_like(cu, nb))
+        cv = torch.where(valid, cv, torch.full_like(cv, nb))
+        return cu, cv
+
+    def encode(self, uv):
+        nb = self.num_bins
+        cu = F.one_hot(coords_to_cell(uv[..., 0], nb), nb + 1)
+        cv = F.one_hot(coords_to_cell(uv[..., 1], nb), nb + 1)
+        return torch.cat((cu, cv), -1).to(uv.dtype)
+
+    def void_code(self, device=None, dtype=torch.float32):
+        code = torch.zeros(self.num_channels, device=device, dtype=dtype)
+        code[self.num_bins] = 1
+        code[-1] = 1
+        return code
+
+    def pixel_loss(self, pred, uv_map, valid):
+        nb = self.num_bins
+        cu, cv = self.class_targets(uv_map, valid)
+        lu = F.cross_entropy(pred[:, : nb + 1], cu, reduction="none")
+        lv = F.cross_entropy(pred[:, nb + 1 :], cv, reduction="none")
+        return 0.5 * (lu + lv)
+
+    def decode(self, pred, grid):
+        gh, gw = grid
+        nb = self.num_bins
+        pu = pred[:, : nb + 1].float().softmax(1)
+        pv = pred[:, nb + 1 :].float().softmax(1)
+        conf_u, bu = pu.max(1)
+        conf_v, bv = pv.max(1)
+        void = (bu == nb) | (bv == nb)
+        # bins -> grid cells of the requested decoding grid (identical when gw == gh == nb)
+        centers = grid_centers(nb, pred.device)
+        iu = coords_to_cell(centers[bu.clamp(max=nb - 1)], gw)
+        iv = coords_to_cell(centers[bv.clamp(max=nb - 1)], gh)
+        return Decoded(iu, iv, void, 1.0 - conf_u * conf_v)
+
+
+def build_encoding(name: str = "pe", num_harmonics: int = 4, num_bins: int = 80) -> CentroidEncoding:
+    """Encoding by name: ``"pe"`` (paper), ``"rgb"`` (direct regression), ``"bins"`` (CE)."""
+    if name == "pe":
+        return PositionalEncoding(num_harmonics)
+    if name == "rgb":
+        return RGBEncoding()
+    if name == "bins":
+        return BinEncoding(num_bins)
+    raise ValueError(f"unknown instance encoding {name!r}; choose 'pe', 'rgb' or 'bins'")
