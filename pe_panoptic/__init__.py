@@ -1,6 +1,16 @@
 """pe_panoptic: a detectron2 plugin for "A Simple and Generalist Approach for Panoptic Segmentation".
 
-Importing this package registers the backbone, meta-architecture, dataset mappers and the
-built-in synthetic datasets into detectron2's registries.
+Importing this package registers into detectron2's registries:
+
+* ``BACKBONE_REGISTRY``: ``build_dinov2_backbone`` (DINOv2 from timm, yacs configs);
+* ``META_ARCH_REGISTRY``: ``PixelCentroidHead``;
+* ``DatasetCatalog`` / ``MetadataCatalog``: ``synthetic_panoptic_train`` / ``synthetic_panoptic_val``
+  (files under ``$DETECTRON2_DATASETS/synthetic_panoptic``, generated on demand).
+
+COCO and Cityscapes panoptic use detectron2's builtin registrations.
 """
 __version__ = "0.1.0"
+
+from . import backbone  # noqa: F401,E402  (BACKBONE_REGISTRY)
+from . import data  # noqa: F401,E402  (datasets, mappers)
+from . import meta_arch  # noqa: F401,E402  (META_ARCH_REGISTRY)

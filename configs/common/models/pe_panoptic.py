@@ -1,0 +1,28 @@
+# The paper's model: DINOv2 encoder -> 4 block outputs concatenated -> 3 transposed convs (2x) +
+# 1 conv (output at 8/14 of the input) -> one 3x3 conv per task head.
+# Defaults: ViT-B with blocks 3/6/9/12 (1-indexed), decoder width 256, PE with L = 4, EDS D = 20.
+from detectron2.config import LazyCall as L
+from pe_panoptic.backbone import DINOv2Backbone
+from pe_panoptic.decoder import TransposedConvDecoder
+from pe_panoptic.meta_arch import PixelCentroidHead
+
+model = L(PixelCentroidHead)(
+    backbone=L(DINOv2Backbone)(
+        model_name="vit_base_patch14_dinov2",
+        out_indices=(2, 5, 8, 11),
+        weights=None,  # path to dinov2_vitb14_pretrain.pth (official layout) or a timm checkpoint
+        drop_path_rate=0.1,
+        grad_checkpointing=False,
+    ),
+    decoder=L(TransposedConvDecoder)(in_channels=4 * 768, width=256, num_upsample=3),
+    decoder_width="${.decoder.width}",
+    encoding=dict(name="pe", num_harmonics=4, num_bins=80),
+    dataset_name="coco_2017_train_panoptic",
+    tasks=("sem", "inst"),
+    task_probs=None,  # None: all tasks every batch; paper_v1: {"inst": 2/3, "sem": 1/3}
+    loss=dict(tv_weight=0.1, dice_weight=1.0),
+    postprocess=dict(decoder="nn", grid=(80, 80)),
+    depth=False,
+    max_depth=10.0,
+    decode_at="output",
+)

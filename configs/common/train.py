@@ -1,0 +1,17 @@
+# Training options read by tools/train_net.py (same layout as detectron2's configs/common/train.py).
+train = dict(
+    output_dir="./output",
+    init_checkpoint="",
+    max_iter=90000,
+    # Mixed precision on CUDA or CPU; dtype "bf16" (default, no loss scaling) or "fp16".
+    amp=dict(enabled=False, dtype="bf16"),
+    ddp=dict(broadcast_buffers=False, find_unused_parameters=False, fp16_compression=False),
+    checkpointer=dict(period=5000, max_to_keep=100),
+    eval_period=5000,
+    log_period=20,
+    device="auto",  # cuda if available, else cpu
+    # optimizer steps average the gradients of this many consecutive batches
+    accumulate_steps=1,
+    clip_grad_norm=None,
+    seed=-1,
+)

@@ -1,0 +1,366 @@
+"""Dataset mapper: detectron2 panoptic dataset dict -> model input with dense training targets.
+
+Reads the image and the panoptic PNG (``panopticapi.utils.rgb2id``), validates them against
+``segments_info``, applies detectron2 augmentations to both (the id map as a segmentation, i.e.
+nearest interpolation), pads to the network input size and builds the targets of
+:func:`pe_panoptic.targets.panoptic_targets` at the output resolution (input * 8/14, paper
+Sec. 5.1).
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+from typing import Iterable, List, Optional, Sequence, Set, Tuple, Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+from detectron2.data import MetadataCatalog
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+from detectron2.utils.file_io import PathManager
+from detectron2.utils.logger import log_every_n_seconds
+from panopticapi.utils import rgb2id
+
+from ..targets import panoptic_targets
+
+__all__ = [
+    "InvalidSampleError",
+    "PanopticCentroidDatasetMapper",
+    "build_train_augmentations",
+    "build_test_augmentations",
+    "read_image_8bit",
+    "read_panoptic_ids",
+    "check_segment_ids",
+]
+
+logger = logging.getLogger(__name__)
+
+#: PIL modes with more than 8 bits per sample (PIL's RGB conversion would clip them at 255)
+_HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+#: PIL modes a panoptic PNG may have (3 colour channels encode the id, panopticapi format)
+_PANOPTIC_PNG_MODES = ("RGB", "RGBA", "P")
+
+
+class InvalidSampleError(ValueError):
+    """A dataset sample is unusable (corrupt / inconsistent files); the message names the file."""
+
+
+def _size_hw(size, name: str) -> Tuple[int, int]:
+    if isinstance(size, int):
+        size = (size, size)
+    try:
+        h, w = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an int or (H, W), got {size!r}") from None
+    if h <= 0 or w <= 0:
+        raise ValueError(f"{name} must be positive, got {size!r}")
+    return h, w
+
+
+def build_train_augmentations(size, min_scale: float = 0.1, max_scale: float = 2.0, flip: bool = True) -> List[T.Augmentation]:
+    """Training augmentations: scale jitter (``T.ResizeScale``: fit the image into ``size *
+    U(min_scale, max_scale)``, keep aspect), random crop to ``size`` (``T.FixedSizeCrop``, no
+    padding: the mapper pads with 0 / unlabeled to ``input_size``) and horizontal flip."""
+    h, w = _size_hw(size, "size")
+    if not 0 < min_scale <= max_scale:
+        raise ValueError(f"need 0 < min_scale <= max_scale, got {min_scale}, {max_scale}")
+    augs: List[T.Augmentation] = [
+        T.ResizeScale(min_scale=min_scale, max_scale=max_scale, target_height=h, target_width=w),
+        T.FixedSizeCrop(crop_size=(h, w), pad=False),
+    ]
+    if flip:
+        augs.append(T.RandomFlip(prob=0.5, horizontal=True, vertical=False))
+    return augs
+
+
+def build_test_augmentations(size: int) -> List[T.Augmentation]:
+    """Test augmentations: resize so that the longest side is ``size``, keeping the aspect ratio."""
+    size = int(size)
+    if size <= 0:
+        raise ValueError(f"size must be positive, got {size}")
+    return [T.ResizeShortestEdge(short_edge_length=size, max_size=size, sample_style="choice")]
+
+
+def _check_exists(file_name: str, what: str) -> None:
+    if not file_name or not PathManager.exists(file_name):
+        raise FileNotFoundError(f"{what} not found: {file_name!r}")
+
+
+def _to_uint8(arr: np.ndarray, mode: str, file_name: str) -> np.ndarray:
+    """High-bit-depth grayscale -> uint8 by linear rescaling of the 16-bit range."""
+    arr = np.asarray(arr)
+    if mode == "I" and arr.size and (arr.min() < 0 or arr.max() > 65535):
+        raise InvalidSampleError(f"image {file_name}: 32-bit values outside [0, 65535] are not supported")
+    return np.rint(arr.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
+
+
+def read_image_8bit(file_name: str, image_format: str = "RGB") -> np.ndarray:
+    """Read an image as uint8 HWC in ``image_format`` with detectron2's ``read_image`` (applies the
+    EXIF orientation, converts grayscale / palette / RGBA / CMYK). 16-bit images are rescaled to
+    8 bits first (PIL's conversion would clip them). Raises ``FileNotFoundError`` /
+    :class:`InvalidSampleError` naming the file."""
+    _check_exists(file_name, "image file")
+    try:
+        with PathManager.open(file_name, "rb") as f, Image.open(f) as im:
+            mode = im.mode  # header only
+        if mode in _HIGH_DEPTH_MODES:
+            arr = _to_uint8(utils.read_image(file_name, format=None), mode, file_name)
+            if arr.ndim != 2:
+                raise InvalidSampleError(f"image {file_name}: unexpected shape {arr.shape} for mode {mode}")
+            return utils.convert_PIL_to_numpy(Image.fromarray(arr, mode="L"), image_format)
+        image = utils.read_image(file_name, format=image_format)
+    except InvalidSampleError:
+        raise
+    except Exception as e:  # PIL: UnidentifiedImageError, truncated file, decoder errors
+        raise InvalidSampleError(f"cannot read image file {file_name}: {type(e).__name__}: {e}") from e
+    if image.dtype != np.uint8:
+        raise InvalidSampleError(f"image {file_name}: unsupported mode {mode!r} (got dtype {image.dtype})")
+    return image
+
+
+def read_panoptic_ids(file_name: str) -> np.ndarray:
+    """Panoptic id map ``[H, W]`` int64 from a panopticapi PNG (``id = R + 256 G + 256^2 B``)."""
+    _check_exists(file_name, "panoptic PNG")
+    try:
+        with PathManager.open(file_name, "rb") as f, Image.open(f) as im:
+            mode = im.mode
+            if mode not in _PANOPTIC_PNG_MODES:
+                raise InvalidSampleError(
+                    f"panoptic PNG {file_name}: mode {mode!r} is not an RGB id image (expected {_PANOPTIC_PNG_MODES})"
+                )
+            rgb = np.asarray(im.convert("RGB"))
+    except InvalidSampleError:
+        raise
+    except Exception as e:
+        raise InvalidSampleError(f"cannot read panoptic PNG {file_name}: {type(e).__name__}: {e}") from e
+    return rgb2id(rgb).astype(np.int64)
+
+
+def check_segment_ids(pan_ids: np.ndarray, segments_info: Sequence[dict], file_name: str) -> None:
+    """The nonzero ids of the (original, un-augmented) PNG and the ids of ``segments_info`` must be
+    the same sets; raises :class:`InvalidSampleError` naming the file and the offending ids."""
+    png_ids = np.unique(pan_ids)
+    png_ids = png_ids[png_ids != 0]
+    info_ids = np.array(sorted(int(s["id"]) for s in segments_info), dtype=np.int64)
+    if len(np.unique(info_ids)) != len(info_ids):
+        raise InvalidSampleError(f"{file_name}: segments_info has duplicate ids {info_ids.tolist()}")
+    extra = np.setdiff1d(png_ids, info_ids)
+    if len(extra):
+        raise InvalidSampleError(f"panoptic PNG {file_name}: ids {extra[:20].tolist()} are not in segments_info")
+    absent = np.setdiff1d(info_ids, png_ids)
+    if len(absent):
+        raise InvalidSampleError(
+            f"panoptic PNG {file_name}: segments_info ids {absent[:20].tolist()} have no pixel in the PNG"
+        )
+
+
+class PanopticCentroidDatasetMapper:
+    """Map a detectron2 panoptic dataset dict to the model input (see module docstring).
+
+    Args:
+        is_train: training mode (targets always built; a ``pan_seg_file_name`` is required).
+        augmentations: detectron2 augmentations (see :func:`build_train_augmentations`,
+            :func:`build_test_augmentations`); the id map follows with nearest interpolation.
+        image_format: PIL mode or "BGR" for the image.
+        input_size: fixed network input ``(H, W)`` (or int); the augmented image is padded (with
+            0, the id map with 0 = unlabeled) to it; it must be a multiple of
+            ``size_divisibility``. ``None``: pad to the next multiple of ``size_divisibility``.
+        size_divisibility: ViT patch size (14).
+        output_stride: input / output size ratio (14 / 8); output size = ``round(input / stride)``.
+        ignore_label, eds_D, eds_w_min, use_eds, include_void: see
+            :func:`pe_panoptic.targets.panoptic_targets` (``eds_D`` in input pixels).
+        dataset_name: registered dataset whose metadata gives the thing classes (for
+            ``segments_info`` without ``isthing``, e.g. detectron2's Cityscapes panoptic) and the
+            number of classes (to validate ``category_id``).
+        thing_ids: contiguous thing class ids; overrides the metadata of ``dataset_name``. A
+            segment's own ``isthing`` flag, when present, is used as is.
+        skip_invalid: on an unusable sample log a warning naming the file, count it
+            (``num_skipped``, ``skipped_files``; per worker process) and return ``None`` (detectron2's
+            ``MapDataset`` then draws another sample); otherwise raise.
+        with_targets: in test mode, also build ``targets`` when ``pan_seg_file_name`` is present.
+        depth_root: reserved for the depth head (not used yet).
+
+    Output dict: the input dict's keys plus ``image`` (uint8 CHW tensor, padded), ``height``,
+    ``width`` (original image size), ``file_name``, ``image_id``, ``image_size_unpadded``
+    (``(h, w)`` after augmentation, before padding) and, when built, ``targets``.
+    """
+
+    def __init__(
+        self,
+        is_train: bool,
+        *,
+        augmentations: Sequence[T.Augmentation],
+        image_format: str = "RGB",
+        input_size: Optional[Union[int, Tuple[int, int]]] = None,
+        size_divisibility: int = 14,
+        output_stride: float = 14 / 8,
+        ignore_label: int = 255,
+        eds_D: float = 20.0,
+        eds_w_min: float = 0.0,
+        use_eds: bool = True,
+        include_void: bool = True,
+        dataset_name: Optional[str] = None,
+        thing_ids: Optional[Iterable[int]] = None,
+        skip_invalid: bool = False,
+        with_targets: bool = False,
+        depth_root: Optional[str] = None,
+    ):
+        self.is_train = bool(is_train)
+        self.augmentations = T.AugmentationList(list(augmentations))
+        self.image_format = image_format
+        self.size_divisibility = int(size_divisibility)
+        if self.size_divisibility <= 0:
+            raise ValueError(f"size_divisibility must be positive, got {size_divisibility}")
+        self.input_size = None if input_size is None else _size_hw(input_size, "input_size")
+        if self.input_size is not None and any(s % self.size_divisibility for s in self.input_size):
+            raise ValueError(
+                f"input_size {self.input_size} must be a multiple of size_divisibility={self.size_divisibility}"
+            )
+        if not output_stride > 0:
+            raise ValueError(f"output_stride must be > 0, got {output_stride}")
+        self.output_stride = float(output_stride)
+        self.ignore_label = int(ignore_label)
+        self.target_kwargs = dict(
+            ignore_label=self.ignore_label, eds_D=float(eds_D), eds_w_min=float(eds_w_min),
+            use_eds=bool(use_eds), include_void=bool(include_void),
+        )
+        self.num_classes: Optional[int] = None
+        meta_things: Optional[Set[int]] = None
+        if dataset_name is not None:
+            meta = MetadataCatalog.get(dataset_name)
+            if hasattr(meta, "thing_dataset_id_to_contiguous_id"):
+                meta_things = set(int(v) for v in meta.thing_dataset_id_to_contiguous_id.values())
+            if hasattr(meta, "stuff_classes"):
+                self.num_classes = len(meta.stuff_classes)
+            if meta_things is None and thing_ids is None:
+                raise ValueError(f"dataset {dataset_name!r} has no thing_dataset_id_to_contiguous_id metadata")
+        self.thing_ids = set(int(i) for i in thing_ids) if thing_ids is not None else meta_things
+        self.dataset_name = dataset_name
+        self.skip_invalid = bool(skip_invalid)
+        self.with_targets = bool(with_targets)
+        self.depth_root = depth_root
+        self.num_skipped = 0
+        self.skipped_files: List[str] = []
+
+    # ------------------------------------------------------------------ helpers
+    def output_size(self, input_hw: Tuple[int, int]) -> Tuple[int, int]:
+        """Network output size for an input size: ``round(input / output_stride)`` (420 -> 240)."""
+        return tuple(int(round(s / self.output_stride)) for s in input_hw)
+
+    def padded_size(self, hw: Tuple[int, int], file_name: str) -> Tuple[int, int]:
+        """Network input size for an augmented image of size ``hw``."""
+        if self.input_size is not None:
+            if hw[0] > self.input_size[0] or hw[1] > self.input_size[1]:
+                raise InvalidSampleError(
+                    f"{file_name}: augmented image size {hw} exceeds input_size {self.input_size} "
+                    "(the augmentations must resize/crop to it)"
+                )
+            return self.input_size
+        d = self.size_divisibility
+        return tuple(int(math.ceil(s / d) * d) for s in hw)
+
+    def segments_with_isthing(self, segments_info: Sequence[dict], file_name: str) -> List[dict]:
+        """Copy of ``segments_info`` where every segment has ``isthing`` (own flag, else
+        ``category_id in thing_ids``); validates ``category_id``."""
+        out = []
+        for s in segments_info:
+            if "id" not in s or "category_id" not in s:
+                raise InvalidSampleError(f"{file_name}: segments_info entry without 'id'/'category_id': {s}")
+            cat = int(s["category_id"])
+            if cat < 0 or cat == self.ignore_label or (self.num_classes is not None and cat >= self.num_classes):
+                raise InvalidSampleError(
+                    f"{file_name}: segment {s['id']} has category_id {cat}, expected a contiguous id in "
+                    f"[0, {self.num_classes if self.num_classes is not None else '?'})"
+                )
+            s = dict(s)
+            if "isthing" not in s:
+                if self.thing_ids is None:
+                    raise InvalidSampleError(
+                        f"{file_name}: segments_info has no 'isthing'; pass dataset_name or thing_ids to the mapper"
+                    )
+                s["isthing"] = cat in self.thing_ids
+            out.append(s)
+        return out
+
+    # ------------------------------------------------------------------ mapping
+    def __call__(self, dataset_dict: dict) -> Optional[dict]:
+        try:
+            return self._map(dataset_dict)
+        except (InvalidSampleError, FileNotFoundError) as e:
+            if not self.skip_invalid:
+                raise
+            name = dataset_dict.get("file_name", "<no file_name>")
+            logger.warning(f"skipping sample {name}: {e}")
+            self.num_skipped += 1
+            self.skipped_files.append(name)
+            return None
+
+    def _map(self, dataset_dict: dict) -> dict:
+        d = copy.copy(dataset_dict)
+        file_name = d.get("file_name")
+        if not file_name:
+            raise InvalidSampleError(f"dataset dict has no 'file_name': keys {sorted(d)}")
+        image = read_image_8bit(file_name, self.image_format)
+        height, width = image.shape[:2]
+        if ("height" in d and d["height"] != height) or ("width" in d and d["width"] != width):
+            raise InvalidSampleError(
+                f"image {file_name} is {width}x{height} (w x h) but the dataset dict says "
+                f"{d.get('width')}x{d.get('height')}"
+            )
+
+        pan_file = d.get("pan_seg_file_name")
+        need_targets = self.is_train or (self.with_targets and pan_file is not None)
+        if need_targets:
+            if pan_file is None:
+                raise InvalidSampleError(f"{file_name}: training needs 'pan_seg_file_name' in the dataset dict")
+            pan_ids = read_panoptic_ids(pan_file)
+            if pan_ids.shape != (height, width):
+                raise InvalidSampleError(
+                    f"panoptic PNG {pan_file} is {pan_ids.shape[1]}x{pan_ids.shape[0]} (w x h) but image "
+                    f"{file_name} is {width}x{height}"
+                )
+            segments = self.segments_with_isthing(d.get("segments_info", []), file_name)
+            check_segment_ids(pan_ids, segments, pan_file)
+            # ids < 2^24 are exact in float64; detectron2's resize of a non-uint8 segmentation
+            # goes through torch's nearest interpolation, which has no integer kernel
+            aug_input = T.AugInput(image, sem_seg=pan_ids.astype(np.float64))
+        else:
+            aug_input = T.AugInput(image)
+        self.augmentations(aug_input)
+        image = aug_input.image
+        hu, wu = image.shape[:2]
+        if hu == 0 or wu == 0:
+            raise InvalidSampleError(f"image {file_name} ({width}x{height}) has an empty size after augmentation")
+        if min(hu, wu) < self.size_divisibility:
+            log_every_n_seconds(
+                logging.WARNING,
+                f"image {file_name} is {wu}x{hu} after augmentation, smaller than one "
+                f"{self.size_divisibility}-px patch; padding it",
+                n=60,
+                name=__name__,
+            )
+        H, W = self.padded_size((hu, wu), file_name)
+        pad = ((0, H - hu), (0, W - wu)) + ((0, 0),) * (image.ndim - 2)
+        image = np.pad(image, pad, mode="constant", constant_values=0)
+        if image.ndim == 2:
+            image = image[:, :, None]
+
+        d["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        d["height"], d["width"] = height, width
+        d["file_name"] = file_name
+        d["image_id"] = d.get("image_id", os.path.splitext(os.path.basename(file_name))[0])
+        d["image_size_unpadded"] = (hu, wu)
+        if need_targets:
+            pan = np.rint(aug_input.sem_seg).astype(np.int64)
+            pan = np.pad(pan, ((0, H - hu), (0, W - wu)), mode="constant", constant_values=0)
+            try:
+                d["targets"] = panoptic_targets(
+                    pan, segments, input_hw=(H, W), output_hw=self.output_size((H, W)), **self.target_kwargs
+                )
+            except ValueError as e:
+                raise InvalidSampleError(f"{pan_file}: {e}") from e
+        return d

@@ -1,0 +1,186 @@
+"""Training/evaluation plumbing on top of detectron2's engine.
+
+* :class:`PETrainer`: detectron2 ``SimpleTrainer`` with autocast in fp16 or bf16 on any device
+  (v0.6's ``AMPTrainer`` is CUDA/fp16 only), a GradScaler only where fp16 needs one, gradient
+  accumulation (to reach the paper's effective batch on fewer GPUs) and gradient clipping.
+* :func:`build_evaluators`: the evaluator list of a dataset from its metadata: PQ
+  (``COCOPanopticEvaluator``) and semantic mIoU from the same ``sem_seg`` output.
+* :func:`launch`: detectron2's ``launch`` that also runs several CPU processes with gloo
+  (detectron2 v0.6 assumes one CUDA device per process and NCCL).
+* :func:`default_device`: ``cuda`` when available, else ``cpu``.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import List, Optional
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from detectron2.data import MetadataCatalog
+from detectron2.engine import SimpleTrainer
+from detectron2.evaluation import COCOPanopticEvaluator, DatasetEvaluators
+from detectron2.utils import comm
+
+__all__ = ["PETrainer", "build_evaluators", "launch", "default_device", "autocast_context"]
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"fp16": torch.float16, "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def autocast_context(device: str, enabled: bool, dtype: str = "bf16"):
+    device_type = torch.device(device).type
+    if dtype not in _DTYPES:
+        raise ValueError(f"amp dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+    return torch.autocast(device_type=device_type, dtype=_DTYPES[dtype], enabled=enabled)
+
+
+class PETrainer(SimpleTrainer):
+    """SimpleTrainer + mixed precision (fp16/bf16, CUDA or CPU) + gradient accumulation.
+
+    One trainer iteration consumes ``accumulate_steps`` batches from the loader and performs one
+    optimizer step, so the effective batch is ``per-GPU batch x GPUs x accumulate_steps`` and
+    ``max_iter`` counts optimizer steps.
+    """
+
+    def __init__(self, model, data_loader, optimizer, *, amp: bool = False, amp_dtype: str = "bf16",
+                 accumulate_steps: int = 1, clip_grad_norm: Optional[float] = None, device: str = "cpu"):
+        super().__init__(model, data_loader, optimizer)
+        if accumulate_steps < 1:
+            raise ValueError(f"accumulate_steps must be >= 1, got {accumulate_steps}")
+        self.amp = amp
+        self.amp_dtype = amp_dtype
+        self.device = device
+        self.accumulate_steps = int(accumulate_steps)
+        self.clip_grad_norm = clip_grad_norm
+        use_scaler = amp and _DTYPES[amp_dtype] == torch.float16 and torch.device(device).type == "cuda"
+        self.grad_scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+
+    def run_step(self):
+        assert self.model.training, "[PETrainer] model was changed to eval mode!"
+        self.optimizer.zero_grad(set_to_none=True)
+        data_time = 0.0
+        total = {}
+        for k in range(self.accumulate_steps):
+            t0 = time.perf_counter()
+            data = next(self._data_loader_iter)
+            data_time += time.perf_counter() - t0
+            sync = k == self.accumulate_steps - 1 or not hasattr(self.model, "no_sync")
+            ctx = self.model.no_sync() if not sync else _nullcontext()
+            with ctx:
+                with autocast_context(self.device, self.amp, self.amp_dtype):
+                    loss_dict = self.model(data)
+                loss_dict = {k_: v.float() for k_, v in loss_dict.items()}
+                losses = sum(loss_dict.values()) / self.accumulate_steps
+                if self.grad_scaler is not None:
+                    self.grad_scaler.scale(losses).backward()
+                else:
+                    losses.backward()
+            for k_, v in loss_dict.items():
+                total[k_] = total.get(k_, 0.0) + v.detach() / self.accumulate_steps
+        if self.clip_grad_norm:
+            if self.grad_scaler is not None:
+                self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(
+                [p for g in self.optimizer.param_groups for p in g["params"]], self.clip_grad_norm
+            )
+        self._write_metrics(total, data_time)
+        if self.grad_scaler is not None:
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            self.optimizer.step()
+
+    def state_dict(self):
+        ret = super().state_dict()
+        if self.grad_scaler is not None:
+            ret["grad_scaler"] = self.grad_scaler.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if self.grad_scaler is not None and "grad_scaler" in state_dict:
+            self.grad_scaler.load_state_dict(state_dict["grad_scaler"])
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def build_evaluators(dataset_name: str, output_dir: Optional[str] = None, *,
+                     panoptic: bool = True, semantic: bool = True):
+    """Every metric the dataset supports, from its metadata (as Mask2Former's train_net does)."""
+    meta = MetadataCatalog.get(dataset_name)
+    etype = getattr(meta, "evaluator_type", None)
+    evaluators: List = []
+    is_panoptic = etype in ("coco_panoptic_seg", "cityscapes_panoptic_seg") or hasattr(meta, "panoptic_json")
+    if panoptic and is_panoptic:
+        evaluators.append(COCOPanopticEvaluator(dataset_name, output_dir))
+    if semantic and is_panoptic:
+        from .evaluation import PanopticSemSegEvaluator
+
+        evaluators.append(PanopticSemSegEvaluator(dataset_name, distributed=True, output_dir=None))
+    if not evaluators:
+        raise ValueError(f"no evaluator for dataset {dataset_name!r} (evaluator_type={etype!r})")
+    return DatasetEvaluators(evaluators)
+
+
+# ---------------------------------------------------------------------------------------------
+def launch(main_func, num_processes: int = 1, num_machines: int = 1, machine_rank: int = 0,
+           dist_url: Optional[str] = None, args=(), backend: Optional[str] = None, timeout_s: int = 1800):
+    """Run ``main_func(*args)`` in ``num_processes`` processes per machine.
+
+    With CUDA, one process per GPU and NCCL (like detectron2's ``launch``). Without CUDA (or
+    with ``backend="gloo"``), CPU processes that communicate with gloo, which is what the
+    distributed tests use.
+    """
+    world_size = num_machines * num_processes
+    if world_size <= 1:
+        return main_func(*args)
+    if backend is None:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl" and num_processes > torch.cuda.device_count():
+        raise ValueError(f"{num_processes} processes per machine but only {torch.cuda.device_count()} GPUs")
+    if dist_url is None or dist_url == "auto":
+        if num_machines != 1:
+            raise ValueError("dist_url=auto is only supported for one machine")
+        from detectron2.engine.launch import _find_free_port
+
+        dist_url = f"tcp://127.0.0.1:{_find_free_port()}"
+    mp.start_processes(
+        _worker, nprocs=num_processes,
+        args=(main_func, world_size, num_processes, machine_rank, dist_url, args, backend, timeout_s),
+        daemon=False, start_method="spawn",
+    )
+
+
+def _worker(local_rank, main_func, world_size, num_per_machine, machine_rank, dist_url, args, backend, timeout_s):
+    import datetime
+
+    global_rank = machine_rank * num_per_machine + local_rank
+    dist.init_process_group(backend=backend, init_method=dist_url, world_size=world_size, rank=global_rank,
+                            timeout=datetime.timedelta(seconds=timeout_s))
+    num_machines = world_size // num_per_machine
+    for i in range(num_machines):  # per-machine process group, as detectron2's comm expects
+        ranks = list(range(i * num_per_machine, (i + 1) * num_per_machine))
+        pg = dist.new_group(ranks)
+        if i == machine_rank:
+            comm._LOCAL_PROCESS_GROUP = pg
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank)
+    comm.synchronize()
+    try:
+        main_func(*args)
+    finally:
+        dist.destroy_process_group()

@@ -1,0 +1,1 @@
+from .semseg import PanopticSemSegEvaluator, semantic_from_panoptic

@@ -1,0 +1,275 @@
+"""``PixelCentroidHead``: the paper's deep-encoder / shallow-decoder panoptic model.
+
+DINOv2 encoder -> 4 intermediate feature maps concatenated -> transposed-conv decoder (output at
+8/14 of the input) -> one conv per task: semantic logits, instance embedding (PE of the centroid,
+4L channels), optional depth. Training computes the per-pixel losses of :mod:`pe_panoptic.losses`
+on targets built by the dataset mapper; inference returns detectron2's standard outputs
+(``sem_seg``, ``panoptic_seg``, ``depth``) at the original image size, so detectron2's
+evaluators work unchanged.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from detectron2.data import MetadataCatalog
+from detectron2.modeling import META_ARCH_REGISTRY
+from detectron2.structures import ImageList
+
+from .decoder import PixelHeads
+from .encoding import CentroidEncoding, build_encoding
+from .losses import PixelCentroidCriterion
+from .postprocess import PostProcessConfig, panoptic_from_outputs
+
+__all__ = ["PixelCentroidHead", "TASKS"]
+
+logger = logging.getLogger(__name__)
+
+TASKS = ("sem", "inst", "depth")
+
+
+def _plain(x):
+    """LazyConfig passes nested dicts/lists as OmegaConf containers: make them plain Python."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+    except ImportError:  # pragma: no cover
+        return x
+    if isinstance(x, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(x, resolve=True)
+    return x
+
+
+def _metadata_classes(dataset_name: str):
+    """(num_classes, thing contiguous ids) from a registered panoptic dataset's metadata."""
+    meta = MetadataCatalog.get(dataset_name)
+    try:
+        stuff = meta.stuff_dataset_id_to_contiguous_id
+        things = meta.thing_dataset_id_to_contiguous_id
+    except AttributeError as e:
+        raise ValueError(
+            f"dataset {dataset_name!r} has no panoptic metadata (thing/stuff_dataset_id_to_contiguous_id); "
+            "is it registered? (import pe_panoptic registers the synthetic datasets; detectron2 "
+            "registers COCO/Cityscapes from $DETECTRON2_DATASETS)"
+        ) from e
+    num_classes = len(set(stuff.values()) | set(things.values()))
+    return num_classes, sorted(set(things.values()))
+
+
+@META_ARCH_REGISTRY.register()
+class PixelCentroidHead(nn.Module):
+    """Panoptic segmentation by per-pixel semantic classification + centroid-PE regression.
+
+    Args:
+        backbone: a detectron2 ``Backbone`` returning a dict of stride-14 feature maps
+            (:class:`pe_panoptic.backbone.DINOv2Backbone`); all of them are concatenated.
+        decoder: module mapping the concatenated features ``[B, sum C, H/14, W/14]`` to
+            ``[B, width, h, w]`` (:class:`pe_panoptic.decoder.TransposedConvDecoder`).
+        decoder_width: channels of the decoder output (input of the heads).
+        encoding: instance encoding (:func:`pe_panoptic.encoding.build_encoding`) or a dict of
+            its arguments.
+        dataset_name: registered dataset whose metadata gives ``num_classes`` and the thing ids
+            (unless given explicitly).
+        tasks: tasks trained. Subset of ``("sem", "inst", "depth")``; stage 1 of the paper uses
+            ``("inst",)``.
+        task_probs: ``None`` trains every task of ``tasks`` on every batch (summed losses);
+            a dict ``{task: prob}`` samples ONE task per batch with these probabilities
+            (paper_v1: instances twice as likely as semantics).
+        loss: keyword arguments of :class:`pe_panoptic.losses.PixelCentroidCriterion`.
+        postprocess: keyword arguments of :class:`pe_panoptic.postprocess.PostProcessConfig`.
+        depth: add the depth head (sigmoid x ``max_depth``).
+        decode_at: ``"output"`` decodes panoptic at the network output resolution and pastes
+            the result (nearest) at the image size (paper); ``"image"`` bilinearly upsamples
+            logits and embeddings to the image size first (sharper boundaries, slower).
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: nn.Module,
+        decoder: nn.Module,
+        decoder_width: int,
+        encoding=None,
+        dataset_name: Optional[str] = None,
+        num_classes: Optional[int] = None,
+        thing_ids: Optional[Sequence[int]] = None,
+        pixel_mean: Sequence[float] = (123.675, 116.28, 103.53),
+        pixel_std: Sequence[float] = (58.395, 57.12, 57.375),
+        input_format: str = "RGB",
+        tasks: Sequence[str] = ("sem", "inst"),
+        task_probs: Optional[Dict[str, float]] = None,
+        loss: Optional[dict] = None,
+        postprocess: Optional[dict] = None,
+        depth: bool = False,
+        max_depth: float = 10.0,
+        head_kernel_size: int = 3,
+        decode_at: str = "output",
+        ignore_label: int = 255,
+    ):
+        super().__init__()
+        encoding, loss, postprocess, task_probs = map(_plain, (encoding, loss, postprocess, task_probs))
+        tasks = tuple(_plain(tasks))
+        if encoding is None:
+            encoding = build_encoding("pe", 4)
+        elif isinstance(encoding, dict):
+            encoding = build_encoding(**encoding)
+        if not isinstance(encoding, CentroidEncoding):
+            raise TypeError(f"encoding must be a CentroidEncoding or dict, got {type(encoding)}")
+        if num_classes is None or thing_ids is None:
+            if dataset_name is None:
+                raise ValueError("give dataset_name, or both num_classes and thing_ids")
+            n, t = _metadata_classes(dataset_name)
+            num_classes = n if num_classes is None else num_classes
+            thing_ids = t if thing_ids is None else thing_ids
+        bad = [t for t in tasks if t not in TASKS]
+        if bad or not tasks:
+            raise ValueError(f"tasks must be a non-empty subset of {TASKS}, got {tuple(tasks)}")
+        if "depth" in tasks and not depth:
+            raise ValueError("task 'depth' needs depth=True (the depth head)")
+        if task_probs is not None:
+            extra = set(task_probs) - set(tasks)
+            if extra or any(p < 0 for p in task_probs.values()) or sum(task_probs.values()) <= 0:
+                raise ValueError(f"task_probs {task_probs} must be non-negative, over tasks {tuple(tasks)}")
+        if decode_at not in ("output", "image"):
+            raise ValueError(f"decode_at must be 'output' or 'image', got {decode_at!r}")
+
+        self.backbone = backbone
+        self.decoder = decoder
+        self.encoding = encoding
+        self.num_classes = int(num_classes)
+        self.thing_ids = sorted(int(t) for t in thing_ids)
+        self.heads = PixelHeads(
+            decoder_width, self.num_classes, encoding.num_channels, depth=depth, max_depth=max_depth,
+            kernel_size=head_kernel_size,
+        )
+        self.criterion = PixelCentroidCriterion(
+            encoding, num_classes=self.num_classes, ignore_label=ignore_label, **(loss or {})
+        )
+        self.postprocess_cfg = PostProcessConfig(**(postprocess or {}))
+        self.tasks = tuple(tasks)
+        self.task_probs = dict(task_probs) if task_probs is not None else None
+        self.depth = depth
+        self.decode_at = decode_at
+        self.input_format = input_format
+        self.ignore_label = ignore_label
+        self.size_divisibility = int(getattr(backbone, "size_divisibility", 14) or 14)
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        # torch.Generator for task sampling: deterministic given the global seed.
+        self._task_gen = None
+
+    @property
+    def device(self):
+        return self.pixel_mean.device
+
+    # ------------------------------------------------------------------------------------
+    def preprocess_image(self, batched_inputs: List[dict]) -> ImageList:
+        images = [x["image"].to(self.device, non_blocking=True) for x in batched_inputs]
+        images = [(x.float() - self.pixel_mean) / self.pixel_std for x in images]
+        return ImageList.from_tensors(images, self.size_divisibility)
+
+    def forward_features(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Raw network outputs at the decoder resolution for a padded, normalized batch."""
+        feats = self.backbone(x)
+        h = self.decoder(feats)
+        return self.heads(h)
+
+    def forward(self, batched_inputs: List[dict]):
+        images = self.preprocess_image(batched_inputs)
+        outputs = self.forward_features(images.tensor)
+        if self.training:
+            return self.losses(outputs, batched_inputs)
+        return self.inference(outputs, batched_inputs, images)
+
+    # ------------------------------------------------------------------------------------
+    def sample_tasks(self) -> set:
+        if self.task_probs is None:
+            return set(self.tasks)
+        if self._task_gen is None:
+            self._task_gen = torch.Generator().manual_seed(int(torch.initial_seed()) % (2**31))
+        names = list(self.task_probs)
+        probs = torch.tensor([self.task_probs[n] for n in names], dtype=torch.float)
+        return {names[int(torch.multinomial(probs, 1, generator=self._task_gen))]}
+
+    def batch_targets(self, batched_inputs: List[dict], out_hw) -> Dict[str, torch.Tensor]:
+        """Stack the per-image targets, padding each to the batch's output size."""
+        if any("targets" not in x for x in batched_inputs):
+            raise ValueError("training inputs need 'targets' (use PanopticCentroidDatasetMapper(is_train=True))")
+        H, W = out_hw
+        fill = {"sem_seg": self.ignore_label}
+        keys = batched_inputs[0]["targets"].keys()
+        out = {}
+        for k in keys:
+            items = []
+            for x in batched_inputs:
+                t = x["targets"][k]
+                h, w = t.shape[-2:]
+                if h > H or w > W:
+                    raise ValueError(f"target {k!r} of {x.get('file_name')} is {h}x{w}, larger than the output {H}x{W}")
+                if (h, w) != (H, W):
+                    t = F.pad(t, (0, W - w, 0, H - h), value=fill.get(k, 0))
+                items.append(t)
+            out[k] = torch.stack(items).to(self.device, non_blocking=True)
+        return out
+
+    def losses(self, outputs, batched_inputs):
+        targets = self.batch_targets(batched_inputs, outputs["inst"].shape[-2:])
+        tasks = self.sample_tasks()
+        losses = self.criterion(outputs, targets, tasks)
+        # Keep every head in the graph so DDP sees a gradient (zero) for unused parameters.
+        zero = sum(v.sum() for v in outputs.values()) * 0.0
+        first = next(iter(losses)) if losses else None
+        if first is None:
+            losses = {"loss_zero": zero}
+        else:
+            losses[first] = losses[first] + zero
+        return losses
+
+    # ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def inference(self, outputs, batched_inputs, images: ImageList):
+        results = []
+        pad_h, pad_w = images.tensor.shape[-2:]
+        out_h, out_w = outputs["inst"].shape[-2:]
+        sy, sx = out_h / pad_h, out_w / pad_w
+        for i, (x, img_hw) in enumerate(zip(batched_inputs, images.image_sizes)):
+            # region of the output that corresponds to the unpadded (resized) image
+            ch = max(1, int(round(img_hw[0] * sy)))
+            cw = max(1, int(round(img_hw[1] * sx)))
+            height = x.get("height", img_hw[0])
+            width = x.get("width", img_hw[1])
+            sem = outputs["sem_logits"][i, :, :ch, :cw].float()
+            inst = outputs["inst"][i, :, :ch, :cw].float()
+            res = {}
+            sem_full = F.interpolate(sem[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+            res["sem_seg"] = sem_full.softmax(0)
+            if self.decode_at == "image":
+                inst_full = F.interpolate(inst[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+                seg, info = panoptic_from_outputs(sem_full, inst_full, self.encoding, self.thing_ids, self.postprocess_cfg)
+            else:
+                seg, info = panoptic_from_outputs(sem, inst, self.encoding, self.thing_ids, self.postprocess_cfg)
+                seg = F.interpolate(seg[None, None].float(), size=(height, width), mode="nearest")[0, 0].to(torch.int32)
+                info = _recount_areas(seg, info)
+            res["panoptic_seg"] = (seg, info)
+            if self.depth and "depth" in outputs:
+                d = outputs["depth"][i, :, :ch, :cw].float()
+                res["depth"] = F.interpolate(d[None], size=(height, width), mode="bilinear", align_corners=False)[0, 0]
+            results.append(res)
+        return results
+
+
+def _recount_areas(seg: torch.Tensor, segments_info: List[dict]) -> List[dict]:
+    """Segment areas after pasting at the image size; drops segments that vanished."""
+    if not segments_info:
+        return segments_info
+    counts = torch.bincount(seg.flatten().long(), minlength=max(s["id"] for s in segments_info) + 1).tolist()
+    out = []
+    for s in segments_info:
+        if counts[s["id"]] > 0:
+            s = dict(s)
+            s["area"] = int(counts[s["id"]])
+            out.append(s)
+    return out

@@ -1,0 +1,632 @@
+"""Post-processing: per-pixel outputs of ONE image -> detectron2 panoptic output.
+
+Inputs are the semantic logits ``sem_logits [N, h, w]`` and the instance embedding
+``inst [C, h, w]`` at the network's output resolution, plus the instance encoding
+(:mod:`pe_panoptic.encoding`). The output is detectron2's panoptic format
+``(panoptic_seg [h, w] int32, segments_info)`` with ``0 = void`` and segment ids ``1..S``; every
+``segments_info`` entry has ``id``, ``category_id`` (contiguous), ``isthing``, ``score`` and
+``area``. Everything runs on the input tensors' device (CPU or CUDA), vectorized; the only Python
+loops are fixed-point iterations over whole candidate vectors (at most K passes, usually a few).
+
+Paper, Sec. 3 / 5 ("Inference"): each pixel is attached by nearest-neighbour search to one
+position of a discretized uv-grid (80 x 80 for COCO, 160 x 320 for Cityscapes) or to the void
+code; non-maximum suppression as in Painter removes duplicates; each class-agnostic instance gets
+its semantic class by majority voting; stuff comes from the semantic head alone.
+
+Three class-agnostic instance decoders (``PostProcessConfig.decoder``):
+
+``"nn"`` (the paper's; default)
+    ``encoding.decode`` gives every pixel its nearest grid cell or void (two small argmins, see
+    :meth:`pe_panoptic.encoding.PositionalEncoding.decode`). Candidates are the distinct decoded
+    cells with their pixel counts. Greedy NMS on the grid: candidates ranked by area (descending,
+    ties by cell index); a candidate within ``merge_radius`` cells (Chebyshev) of a higher-ranked
+    *kept* candidate is merged into the highest-ranked such candidate (its pixels are
+    relabelled). Greedy NMS is computed exactly by the Cluster-NMS fixed point
+    (:func:`grid_nms`).
+``"vote"`` (beyond the paper)
+    Each non-void pixel votes for its decoded cell (``gh x gw`` histogram); the histogram is
+    optionally smoothed with a box filter (``vote_smooth_kernel``); peaks are local maxima
+    (max-pool NMS, ``peak_kernel``) with at least ``min_votes`` votes, plateau duplicates removed
+    by :func:`grid_nms` with radius ``peak_kernel // 2``. Every voted cell joins the nearest peak
+    (Euclidean, in cells) if it lies within ``assign_radius`` cells; pixels of farther cells
+    become void (they are too few to form a peak and too far from one to be trusted).
+``"painter"`` (reference, as in Painter's evaluation code)
+    Candidate k = a decoded cell; its mask is the pixels decoded to any cell within
+    ``painter_cell_radius`` cells (Painter thresholds the colour distance, which likewise lets
+    masks of neighbouring codes overlap), its score ``1 - mean normalized decode distance``.
+    SOLOv2 Matrix NMS (Gaussian decay on mask IoU) rescales the scores; the masks are pasted in
+    decayed-score order, skipping a mask more than ``overlap_thresh`` covered by those already
+    pasted. Because every mask is a union of decoded-cell groups, IoUs and coverages are computed
+    from cell pixel counts (K x K), never from dense K x h x w masks.
+
+Consequence of the grid (all decoders): two instances whose centroids fall in the same grid cell
+decode to the same code and become ONE segment; with ``merge_radius = 1`` the same holds for
+centroids in adjacent cells. At 80 x 80 on a 640 px image a cell is 8 px, so this only merges
+instances whose centroids are within ~16 px (tools/oracle_pq.py measures the effect).
+
+Panoptic merge (shared by the decoders, :func:`merge_instances_and_semantics`): the class of an
+instance is the majority vote of the semantic argmax *restricted to thing classes* over its
+pixels; the instance is kept only if at least ``thing_fraction`` of its pixels have a thing class
+as full semantic argmax, and then keeps ALL its pixels (the instance head defines the mask). The
+remaining pixels take the full semantic argmax if it is a stuff class (one segment per stuff
+class; classes covering less than ``min_stuff_area`` become void) and are void if it is a thing
+class (thing pixels that belong to no kept instance). Scores: an instance's score is
+``(1 - mean normalized decode distance) * mean softmax probability of its class`` over its
+pixels, where the normalized decode distance is the encoding's distance divided by
+:func:`decode_scale` (the distance between the void code and a grid code) and clipped to [0, 1];
+a stuff segment's score is the mean probability of its class. Scores do not affect PQ.
+
+Areas (``min_instance_area``, ``min_stuff_area``, ``min_votes``) are FRACTIONS of the number of
+pixels of the maps passed in (``h * w``), so one config works at every output resolution; e.g.
+``1e-4`` is 33 pixels of a 576 x 576 output (1008 px input).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from .encoding import (
+    BinEncoding,
+    CentroidEncoding,
+    Decoded,
+    PositionalEncoding,
+    RGBEncoding,
+    grid_centers,
+)
+
+__all__ = [
+    "DECODERS",
+    "PostProcessConfig",
+    "decode_scale",
+    "decode_cells",
+    "grid_nms",
+    "matrix_nms",
+    "instance_map_from_outputs",
+    "merge_instances_and_semantics",
+    "panoptic_from_outputs",
+    "naive_decode",
+    "resize_panoptic",
+]
+
+DECODERS = ("nn", "vote", "painter")
+
+
+@dataclass
+class PostProcessConfig:
+    """Thresholds of the post-processing (they live in the model config).
+
+    Areas and vote counts are fractions of the output map's pixel count ``h * w``.
+    """
+
+    decoder: str = "nn"
+    #: (gh, gw) decoding grid: 80 x 80 for COCO, 160 x 320 for Cityscapes (paper Sec. 5)
+    grid: Tuple[int, int] = (80, 80)
+    #: "nn": Chebyshev radius (cells) within which a smaller candidate merges into a larger one
+    merge_radius: int = 1
+    #: instances smaller than this fraction of the image become void (all decoders)
+    min_instance_area: float = 1e-4
+    #: an instance is kept if >= this fraction of its pixels have a thing class as semantic argmax
+    thing_fraction: float = 0.5
+    #: stuff classes covering less than this fraction of the image become void
+    min_stuff_area: float = 1e-3
+    #: "vote": max-pool window of the peak search (peaks closer than kernel // 2 cells merge)
+    peak_kernel: int = 3
+    #: "vote": box filter applied to the vote histogram before the peak search (1 = none).
+    #: A 3x3 box merges instances whose centroids are two cells apart (their middle cell gets
+    #: both vote counts), so the default is 1.
+    vote_smooth_kernel: int = 1
+    #: "vote": a peak needs at least this fraction of the image's pixels as (smoothed) votes
+    min_votes: float = 1e-4
+    #: "vote": voted cells farther than this (Euclidean, cells) from every peak become void
+    assign_radius: float = 1.5
+    #: "painter": a mask more than this fraction covered by already pasted masks is skipped
+    overlap_thresh: float = 0.5
+    #: "painter": a candidate's mask includes the pixels decoded within this many cells
+    painter_cell_radius: int = 1
+    #: "painter": Gaussian Matrix NMS sigma (SOLOv2 / Painter use 2.0)
+    matrix_nms_sigma: float = 2.0
+    #: "painter": candidates kept (by score) before Matrix NMS (Painter: 2000)
+    painter_pre_nms_topk: int = 2000
+    #: "painter": masks kept (by decayed score) after Matrix NMS (Painter: 100)
+    painter_max_instances: int = 100
+    #: "painter": masks whose decayed score is below this are dropped
+    painter_score_thresh: float = 0.0
+
+    def __post_init__(self):
+        def bad(name, why):
+            raise ValueError(f"PostProcessConfig.{name}={getattr(self, name)!r}: {why}")
+
+        if self.decoder not in DECODERS:
+            bad("decoder", f"unknown decoder; choose one of {DECODERS}")
+        grid = tuple(self.grid)
+        if len(grid) != 2 or not all(isinstance(g, int) and g >= 1 for g in grid):
+            bad("grid", "must be two positive ints (gh, gw)")
+        self.grid = (int(grid[0]), int(grid[1]))
+        for name in ("merge_radius", "painter_cell_radius"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                bad(name, "must be an int >= 0")
+        for name in ("peak_kernel", "vote_smooth_kernel"):
+            k = getattr(self, name)
+            if not isinstance(k, int) or k < 1 or k % 2 == 0:
+                bad(name, "must be an odd int >= 1")
+        for name in ("min_instance_area", "min_stuff_area", "min_votes", "thing_fraction", "overlap_thresh"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                bad(name, "must be a fraction in [0, 1]")
+        if self.assign_radius < 0:
+            bad("assign_radius", "must be >= 0")
+        if self.matrix_nms_sigma <= 0:
+            bad("matrix_nms_sigma", "must be > 0")
+        for name in ("painter_pre_nms_topk", "painter_max_instances"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                bad(name, "must be an int >= 1")
+
+
+def _resolve_cfg(cfg: Optional[PostProcessConfig], overrides: dict) -> PostProcessConfig:
+    if cfg is None:
+        cfg = PostProcessConfig()
+    elif not isinstance(cfg, PostProcessConfig):
+        raise TypeError(f"cfg must be a PostProcessConfig, got {type(cfg).__name__}")
+    return dataclasses.replace(cfg, **overrides) if overrides else cfg
+
+
+# --------------------------------------------------------------------------------------------
+# per-pixel decoding
+# --------------------------------------------------------------------------------------------
+
+
+def decode_scale(encoding: CentroidEncoding) -> float:
+    """Distance between the void code and a grid code in the encoding's own decode metric.
+
+    Used to normalize decode distances to [0, 1] for scores: PE ``||gamma(u), gamma(v)|| =
+    sqrt(2L)`` (every grid code has that norm, the void code is 0); RGB: the blue channel, 1;
+    bins: the decode distance ``1 - p_u p_v`` is already in [0, 1]. An encoding may define a
+    ``decode_scale`` attribute to override this.
+    """
+    scale = getattr(encoding, "decode_scale", None)
+    if scale is not None:
+        return float(scale)
+    if isinstance(encoding, PositionalEncoding):
+        return math.sqrt(2.0 * encoding.L)
+    return 1.0
+
+
+def _check_grid(grid) -> Tuple[int, int]:
+    if len(grid) != 2 or int(grid[0]) < 1 or int(grid[1]) < 1:
+        raise ValueError(f"grid must be (gh, gw) with positive ints, got {grid!r}")
+    return int(grid[0]), int(grid[1])
+
+
+def _check_inst(inst: torch.Tensor, encoding: CentroidEncoding, name: str = "inst") -> None:
+    if not isinstance(encoding, CentroidEncoding):
+        raise TypeError(f"encoding must be a pe_panoptic.encoding.CentroidEncoding, got {type(encoding).__name__}")
+    if not torch.is_tensor(inst) or inst.dim() != 3:
+        raise ValueError(f"{name} must be a [C, h, w] tensor, got {getattr(inst, 'shape', type(inst))}")
+    if inst.shape[0] != encoding.num_channels:
+        raise ValueError(
+            f"{name} has {inst.shape[0]} channels but {encoding!r} expects {encoding.num_channels}"
+        )
+    if inst.shape[1] < 1 or inst.shape[2] < 1:
+        raise ValueError(f"{name} has an empty spatial size {tuple(inst.shape[1:])}")
+    if not inst.is_floating_point():
+        raise ValueError(f"{name} must be a floating tensor, got {inst.dtype}")
+
+
+def decode_cells(inst: torch.Tensor, encoding: CentroidEncoding, grid) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Nearest grid cell of every pixel (paper Sec. 3, nearest-neighbour search on the uv-grid).
+
+    Returns ``code [h, w]`` long (``iv * gw + iu``, ``-1`` = void) and the normalized decode
+    distance ``ndist [h, w]`` in [0, 1] (distance / :func:`decode_scale`, clipped).
+    """
+    _check_inst(inst, encoding)
+    gh, gw = _check_grid(grid)
+    dec = encoding.decode(inst.unsqueeze(0), (gh, gw))
+    code = dec.iv[0] * gw + dec.iu[0]
+    code = torch.where(dec.void[0], torch.full_like(code, -1), code)
+    ndist = (dec.dist[0].float() / decode_scale(encoding)).clamp(0.0, 1.0)
+    return code, ndist
+
+
+# --------------------------------------------------------------------------------------------
+# suppression primitives (pure functions on candidate vectors)
+# --------------------------------------------------------------------------------------------
+
+
+def grid_nms(cells: torch.Tensor, radius: int, grid) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Greedy NMS of candidates on the decoding grid (the paper's Painter-style suppression).
+
+    ``cells [K, 2]`` long ``(iv, iu)``, distinct, ALREADY SORTED by rank (index 0 is the best).
+    Candidate ``j`` is suppressed iff a kept candidate ``i < j`` lies within ``radius`` cells
+    (Chebyshev). Returns ``keep [K]`` bool and ``parent [K]`` long: the best-ranked kept
+    candidate within the radius for suppressed candidates, the candidate itself if kept.
+
+    Exact greedy result via the Cluster-NMS fixed point ``keep = not any_{i<j} S_ij keep_i``
+    (Bolya et al. / Zheng et al.): after ``t`` passes the first ``t`` decisions are final, so it
+    converges in at most K passes (usually 2-3). Neighbours are gathered through a ``gh x gw``
+    index image, so a pass costs ``O(K (2 radius + 1)^2)``, not ``O(K^2)``.
+    """
+    gh, gw = _check_grid(grid)
+    K = cells.shape[0]
+    dev = cells.device
+    idx = torch.arange(K, device=dev)
+    if K == 0 or radius == 0:
+        return torch.ones(K, dtype=torch.bool, device=dev), idx
+    r = int(radius)
+    board = torch.full((gh + 2 * r, gw + 2 * r), -1, dtype=torch.long, device=dev)
+    board[cells[:, 0] + r, cells[:, 1] + r] = idx
+    d = torch.arange(-r, r + 1, device=dev)
+    dy, dx = torch.meshgrid(d, d, indexing="ij")
+    nbr = board[cells[:, 0:1] + r + dy.reshape(1, -1), cells[:, 1:2] + r + dx.reshape(1, -1)]  # K x O
+    higher = (nbr >= 0) & (nbr < idx[:, None])  # better-ranked neighbours
+    nbr_c = nbr.clamp_min(0)
+    keep = torch.ones(K, dtype=torch.bool, device=dev)
+    for _ in range(K):
+        new_keep = ~(higher & keep[nbr_c]).any(1)
+        if torch.equal(new_keep, keep):
+            break
+        keep = new_keep
+    sup_by = torch.where(higher & keep[nbr_c], nbr, torch.full_like(nbr, K))
+    parent = torch.where(keep, idx, sup_by.min(1).values)
+    return keep, parent
+
+
+def matrix_nms(iou: torch.Tensor, scores: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:
+    """SOLOv2 Matrix NMS, Gaussian kernel, class-agnostic (as in Painter's evaluation).
+
+    ``iou [K, K]`` and ``scores [K]`` must be sorted by descending score. Returns the decayed
+    scores ``s_j * min_{i<j} exp(-sigma (iou_ij^2 - comp_i^2))`` where ``comp_i = max_{k<i}
+    iou_ki`` compensates for ``i`` itself being suppressed.
+    """
+    K = scores.shape[0]
+    if K == 0:
+        return scores
+    iou = iou.triu(diagonal=1)
+    comp = iou.max(0).values  # comp[i]: max IoU of i with a better-scored mask
+    decay = torch.exp(-sigma * (iou.square() - comp.square()[:, None])).min(0).values
+    return scores * decay
+
+
+# --------------------------------------------------------------------------------------------
+# class-agnostic instance decoders
+# --------------------------------------------------------------------------------------------
+
+
+def _relabel(inst_map: torch.Tensor, num: int, ndist: torch.Tensor, min_area: float):
+    """Drop instances (labels ``1..num`` of ``inst_map``) smaller than ``min_area`` pixels and
+    renumber the rest ``1..M`` keeping their order. Returns ``(inst_map, scores [M])`` with
+    ``score = 1 - mean normalized decode distance``."""
+    flat = inst_map.reshape(-1)
+    area = torch.bincount(flat, minlength=num + 1)[1:]
+    dsum = torch.bincount(flat, weights=ndist.reshape(-1).double(), minlength=num + 1)[1:]
+    keep = (area >= min_area) & (area > 0)
+    lut = torch.zeros(num + 1, dtype=torch.long, device=inst_map.device)
+    lut[1:][keep] = torch.arange(1, int(keep.sum()) + 1, device=inst_map.device)
+    scores = (1.0 - dsum[keep] / area[keep].clamp_min(1)).float()
+    return lut[inst_map], scores
+
+
+def _nn_instances(code, ndist, cfg):
+    gh, gw = cfg.grid
+    valid = code >= 0
+    cand, inverse, counts = torch.unique(code[valid], return_inverse=True, return_counts=True)
+    # rank by area (desc); unique() sorts codes ascending and the sort is stable -> ties by code
+    order = torch.sort(counts, descending=True, stable=True).indices
+    rank_of = torch.empty_like(order)
+    rank_of[order] = torch.arange(order.numel(), device=order.device)
+    cells = torch.stack((cand[order] // gw, cand[order] % gw), 1)
+    keep, parent = grid_nms(cells, cfg.merge_radius, cfg.grid)
+    new_id = torch.cumsum(keep.long(), 0)  # 1..M at kept ranks
+    label_of_rank = new_id[parent]
+    inst_map = torch.zeros_like(code)
+    inst_map[valid] = label_of_rank[rank_of[inverse]]
+    return inst_map, int(keep.sum())
+
+
+def _vote_instances(code, ndist, cfg):
+    gh, gw = cfg.grid
+    h, w = code.shape
+    dev = code.device
+    valid = code >= 0
+    hist = torch.bincount(code[valid], minlength=gh * gw).float().view(1, 1, gh, gw)
+    votes = hist
+    k = cfg.vote_smooth_kernel
+    if k > 1:
+        votes = F.conv2d(hist, torch.ones(1, 1, k, k, device=dev), padding=k // 2)
+    p = cfg.peak_kernel
+    pooled = F.max_pool2d(votes, p, stride=1, padding=p // 2)
+    thr = max(cfg.min_votes * h * w, 1e-6)
+    is_peak = (votes == pooled) & (votes >= thr)
+    peak_code = torch.nonzero(is_peak.view(-1)).squeeze(1)
+    if peak_code.numel() == 0:
+        return torch.zeros_like(code), 0
+    # rank peaks by (smoothed votes, raw votes) descending, ties by cell index
+    raw = hist.view(-1)[peak_code]
+    order = torch.sort(raw, descending=True, stable=True).indices
+    order = order[torch.sort(votes.view(-1)[peak_code][order], descending=True, stable=True).indices]
+    peak_code = peak_code[order]
+    peaks = torch.stack((peak_code // gw, peak_code % gw), 1)
+    keep, _ = grid_nms(peaks, p // 2, cfg.grid)  # plateau duplicates
+    peaks = peaks[keep].float()
+    # every occupied cell joins its nearest peak (argmin takes the best-ranked one on ties)
+    occ = torch.nonzero(hist.view(-1) > 0).squeeze(1)
+    occ_pos = torch.stack((occ // gw, occ % gw), 1).float()
+    dmin, nearest = torch.cdist(occ_pos, peaks).min(1)
+    cell_label = torch.zeros(gh * gw, dtype=torch.long, device=dev)
+    cell_label[occ] = torch.where(dmin <= cfg.assign_radius + 1e-6, nearest + 1, torch.zeros_like(nearest))
+    inst_map = torch.where(valid, cell_label[code.clamp_min(0)], torch.zeros_like(code))
+    return inst_map, int(peaks.shape[0])
+
+
+def _painter_instances(code, ndist, cfg):
+    gh, gw = cfg.grid
+    dev = code.device
+    valid = code >= 0
+    cand, inverse, counts = torch.unique(code[valid], return_inverse=True, return_counts=True)
+    K = cand.numel()
+    if K == 0:
+        return torch.zeros_like(code), 0
+    cnt = counts.double()
+    dsum = torch.zeros(K, dtype=torch.float64, device=dev).index_add_(0, inverse, ndist[valid].double())
+    pos = torch.stack((cand // gw, cand % gw), 1)
+    # mask_k = union of the cell groups within painter_cell_radius: A[k, k'] (K x K)
+    A = ((pos[:, None, :] - pos[None, :, :]).abs().amax(-1) <= cfg.painter_cell_radius).double()
+    area = A @ cnt
+    score = 1.0 - (A @ dsum) / area
+    order = torch.sort(score, descending=True, stable=True).indices[: cfg.painter_pre_nms_topk]
+    M = A[order]  # masks (sorted by score) x cell groups
+    score, area = score[order], area[order]
+    inter = (M * cnt) @ M.T
+    iou = inter / (area[:, None] + area[None, :] - inter)
+    decayed = score
+    sel = torch.sort(decayed, descending=True, stable=True).indices[: cfg.painter_max_instances]
+    sel = sel[decayed[sel] >= cfg.painter_score_thresh]
+    M, area = M[sel].bool(), area[sel]
+    P = M.shape[0]
+    # paste in order, skipping masks > overlap_thresh covered by pasted ones; exact sequential
+    # result via the same fixed point as grid_nms (decision j depends only on decisions < j)
+    accept = torch.ones(P, dtype=torch.bool, device=dev)
+    for _ in range(P):
+        claimed = torch.cumsum((M & accept[:, None]).long(), 0) - (M & accept[:, None]).long()
+        covered = ((claimed > 0) & M).double() @ cnt
+        new_accept = covered <= cfg.overlap_thresh * area
+        if torch.equal(new_accept, accept):
+            break
+        accept = new_accept
+    owned = M & accept[:, None]
+    has_owner = owned.any(0)
+    owner = owned.long().argmax(0)  # first accepted mask containing the cell group
+    # masks that own nothing (fully covered but accepted: impossible unless empty) get no label
+    used = torch.zeros(P, dtype=torch.bool, device=dev)
+    used[owner[has_owner]] = True
+    lut = torch.cumsum(used.long(), 0)
+    group_label = torch.where(has_owner, lut[owner], torch.zeros_like(owner))
+    inst_map = torch.zeros_like(code)
+    inst_map[valid] = group_label[inverse]
+    return inst_map, int(used.sum())
+
+
+_DECODER_FNS = {"nn": _nn_instances, "vote": _vote_instances, "painter": _painter_instances}
+
+
+def instance_map_from_outputs(
+    inst: torch.Tensor, encoding: CentroidEncoding, cfg: Optional[PostProcessConfig] = None, **overrides
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Class-agnostic instances of one image from ``inst [C, h, w]``.
+
+    Returns ``inst_map [h, w]`` long (0 = no instance, ``1..M``) and ``scores [M]``
+    (``1 - mean normalized decode distance``). ``cfg.decoder`` picks the decoder (module doc).
+    """
+    cfg = _resolve_cfg(cfg, overrides)
+    code, ndist = decode_cells(inst, encoding, cfg.grid)
+    h, w = code.shape
+    inst_map, num = _DECODER_FNS[cfg.decoder](code, ndist, cfg)
+    return _relabel(inst_map, num, ndist, cfg.min_instance_area * h * w)
+
+
+# --------------------------------------------------------------------------------------------
+# panoptic merge
+# --------------------------------------------------------------------------------------------
+
+
+def _thing_mask(thing_ids, num_classes: int, device) -> torch.Tensor:
+    ids = torch.as_tensor(sorted({int(t) for t in thing_ids}), dtype=torch.long)
+    if ids.numel() and (ids.min() < 0 or ids.max() >= num_classes):
+        raise ValueError(
+            f"thing_ids must be contiguous class ids in [0, {num_classes}), got {ids.tolist()}"
+        )
+    mask = torch.zeros(num_classes, dtype=torch.bool, device=device)
+    mask[ids.to(device)] = True
+    return mask
+
+
+def merge_instances_and_semantics(
+    inst_map: torch.Tensor,
+    inst_scores: torch.Tensor,
+    sem_logits: torch.Tensor,
+    thing_ids: Sequence[int],
+    thing_fraction: float = 0.5,
+    min_stuff_area: float = 1e-3,
+) -> Tuple[torch.Tensor, List[Dict]]:
+    """Class-agnostic instances + semantic logits -> detectron2 panoptic output (module doc).
+
+    ``inst_map [h, w]`` (0 = none, ``1..M``), ``inst_scores [M]``, ``sem_logits [N, h, w]``;
+    ``min_stuff_area`` is a fraction of ``h * w``.
+    """
+    if not torch.is_tensor(sem_logits) or sem_logits.dim() != 3 or not sem_logits.is_floating_point():
+        raise ValueError(f"sem_logits must be a floating [N, h, w] tensor, got {getattr(sem_logits, 'shape', type(sem_logits))}")
+    N, h, w = sem_logits.shape
+    if tuple(inst_map.shape) != (h, w):
+        raise ValueError(f"inst_map {tuple(inst_map.shape)} and sem_logits {(h, w)} differ in size")
+    dev = sem_logits.device
+    inst_map = inst_map.to(dev)
+    M = int(inst_scores.numel())
+    is_thing_cls = _thing_mask(thing_ids, N, dev)
+    sem = sem_logits.float()
+    lse = torch.logsumexp(sem, 0)
+    full_arg = sem.argmax(0)
+    pix_thing = is_thing_cls[full_arg]
+    flat_inst = inst_map.reshape(-1)
+    # --- things: majority vote of the thing-restricted argmax; thing fraction; score
+    keep = torch.zeros(M, dtype=torch.bool, device=dev)
+    cls = torch.zeros(M, dtype=torch.long, device=dev)
+    inst_score = torch.zeros(M, device=dev)
+    if M and bool(is_thing_cls.any()):
+        thing_idx = torch.nonzero(is_thing_cls).squeeze(1)
+        thing_arg = thing_idx[sem.index_select(0, thing_idx).argmax(0)].reshape(-1)
+        fg = flat_inst > 0
+        votes = torch.bincount((flat_inst[fg] - 1) * N + thing_arg[fg], minlength=M * N).view(M, N)
+        cls = votes.argmax(1)
+        area = torch.bincount(flat_inst, minlength=M + 1)[1:].clamp_min(1)
+        n_thing = torch.bincount(flat_inst, weights=pix_thing.reshape(-1).double(), minlength=M + 1)[1:]
+        keep = n_thing >= thing_fraction * area
+        pix_cls = cls[(flat_inst - 1).clamp_min(0)]
+        pix_prob = torch.exp(sem.reshape(N, -1).gather(0, pix_cls[None])[0] - lse.reshape(-1))
+        psum = torch.bincount(flat_inst, weights=pix_prob.double(), minlength=M + 1)[1:]
+        inst_score = inst_scores.to(dev).float() * (psum / area).float()
+    num_th = int(keep.sum())
+    inst_lut = torch.zeros(M + 1, dtype=torch.long, device=dev)
+    inst_lut[1:][keep] = torch.arange(1, num_th + 1, device=dev)
+    pan = inst_lut[inst_map]
+    # --- stuff: full argmax where it is stuff and no kept instance claims the pixel
+    stuff_pix = (pan == 0) & ~pix_thing
+    st_area = torch.bincount(full_arg[stuff_pix], minlength=N)
+    st_prob = torch.exp(sem.gather(0, full_arg[None])[0] - lse)
+    st_psum = torch.bincount(full_arg[stuff_pix], weights=st_prob[stuff_pix].double(), minlength=N)
+    st_keep = (st_area > 0) & (st_area >= min_stuff_area * h * w) & ~is_thing_cls
+    st_lut = torch.zeros(N, dtype=torch.long, device=dev)
+    st_lut[st_keep] = torch.arange(num_th + 1, num_th + 1 + int(st_keep.sum()), device=dev)
+    pan = torch.where(stuff_pix, st_lut[full_arg], pan).to(torch.int32)
+    # --- segments_info (one host transfer of small vectors)
+    seg_area = torch.bincount(pan.reshape(-1).long(), minlength=num_th + 1 + int(st_keep.sum()))
+    segments: List[Dict] = []
+    th_area = seg_area[1 : num_th + 1].tolist()
+    for i, (c, s) in enumerate(zip(cls[keep].tolist(), inst_score[keep].tolist())):
+        segments.append({"id": i + 1, "category_id": c, "isthing": True, "score": s, "area": th_area[i]})
+    st_cls = torch.nonzero(st_keep).squeeze(1)
+    st_score = (st_psum[st_cls] / st_area[st_cls].clamp_min(1)).tolist()
+    for j, (c, s) in enumerate(zip(st_cls.tolist(), st_score)):
+        sid = num_th + 1 + j
+        segments.append({"id": sid, "category_id": c, "isthing": False, "score": s, "area": int(seg_area[sid])})
+    return pan, segments
+
+
+def panoptic_from_outputs(
+    sem_logits: torch.Tensor,
+    inst: torch.Tensor,
+    encoding: CentroidEncoding,
+    thing_ids: Sequence[int],
+    cfg: Optional[PostProcessConfig] = None,
+    **overrides,
+) -> Tuple[torch.Tensor, List[Dict]]:
+    """Per-pixel outputs of one image -> ``(panoptic_seg [h, w] int32, segments_info)``.
+
+    ``sem_logits [N, h, w]``, ``inst [C, h, w]`` (same h, w; the output resolution),
+    ``thing_ids``: contiguous class ids that are things. ``cfg`` (or keyword overrides of its
+    fields) selects the decoder and thresholds. ``category_id`` in ``segments_info`` is the
+    contiguous id, as detectron2's ``COCOPanopticEvaluator`` expects with ``isthing``.
+    """
+    cfg = _resolve_cfg(cfg, overrides)
+    _check_inst(inst, encoding)
+    if not torch.is_tensor(sem_logits) or sem_logits.dim() != 3:
+        raise ValueError(f"sem_logits must be a [N, h, w] tensor, got {getattr(sem_logits, 'shape', type(sem_logits))}")
+    if sem_logits.shape[1:] != inst.shape[1:]:
+        raise ValueError(
+            f"sem_logits {tuple(sem_logits.shape[1:])} and inst {tuple(inst.shape[1:])} must have the same h, w"
+        )
+    inst_map, scores = instance_map_from_outputs(inst, encoding, cfg)
+    return merge_instances_and_semantics(
+        inst_map, scores, sem_logits, thing_ids, cfg.thing_fraction, cfg.min_stuff_area
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# naive reference decoder and resizing
+# --------------------------------------------------------------------------------------------
+
+
+def _grid_uv(grid, device) -> torch.Tensor:
+    gh, gw = grid
+    v = grid_centers(gh, device).repeat_interleave(gw)
+    u = grid_centers(gw, device).repeat(gh)
+    return torch.stack((u, v), 1)  # (gh*gw, 2), row-major iv * gw + iu
+
+
+@torch.no_grad()
+def naive_decode(pred: torch.Tensor, encoding: CentroidEncoding, grid, chunk: int = 1 << 22) -> Decoded:
+    """Brute-force nearest code: every pixel against all ``gh * gw`` grid codes + the void code.
+
+    Reference for :meth:`CentroidEncoding.decode` (same output, ``[B, h, w]`` fields; ``pred``
+    may be ``[B, C, h, w]`` or ``[C, h, w]``). PE: Euclidean ``torch.cdist``; RGB: L1 cdist;
+    bins: joint search over all ``(nb + 1)^2`` (u-bin, v-bin) pairs maximizing ``p_u p_v``
+    (void if either bin is void). Ties go to the lowest index with the void code last, like
+    ``decode``. ``chunk`` bounds the number of distance entries per step.
+    """
+    if pred.dim() == 3:
+        pred = pred.unsqueeze(0)
+    _check_inst(pred[0], encoding, "pred")
+    gh, gw = _check_grid(grid)
+    B, C, H, W = pred.shape
+    emb = pred.float().permute(0, 2, 3, 1).reshape(-1, C)
+    dev = emb.device
+    if isinstance(encoding, BinEncoding):
+        nb = encoding.num_bins
+        pu = emb[:, : nb + 1].softmax(1)
+        pv = emb[:, nb + 1 :].softmax(1)
+        ncodes = (nb + 1) ** 2
+        step = max(1, chunk // ncodes)
+        best, arg = [], []
+        for s in range(0, emb.shape[0], step):
+            joint = (pu[s : s + step, :, None] * pv[s : s + step, None, :]).reshape(-1, ncodes)
+            b, a = joint.max(1)
+            best.append(b)
+            arg.append(a)
+        best, arg = torch.cat(best), torch.cat(arg)
+        bu, bv = arg // (nb + 1), arg % (nb + 1)
+        void = (bu == nb) | (bv == nb)
+        centers = grid_centers(nb, dev)
+        iu = ((centers[bu.clamp(max=nb - 1)] + 1) * 0.5 * gw).floor().clamp(0, gw - 1).long()
+        iv = ((centers[bv.clamp(max=nb - 1)] + 1) * 0.5 * gh).floor().clamp(0, gh - 1).long()
+        dist = 1.0 - best
+    else:
+        if isinstance(encoding, PositionalEncoding):
+            p = 2.0
+        elif isinstance(encoding, RGBEncoding):
+            p = 1.0
+        else:
+            raise NotImplementedError(f"naive_decode has no metric for {encoding!r}")
+        codes = torch.cat((encoding.encode(_grid_uv((gh, gw), dev)), encoding.void_code(dev)[None]), 0)
+        step = max(1, chunk // codes.shape[0])
+        best, arg = [], []
+        for s in range(0, emb.shape[0], step):
+            d = torch.cdist(emb[s : s + step], codes, p=p, compute_mode="donot_use_mm_for_euclid_dist")
+            b, a = d.min(1)
+            best.append(b)
+            arg.append(a)
+        dist, arg = torch.cat(best), torch.cat(arg)
+        void = arg == gh * gw
+        a = arg.clamp(max=gh * gw - 1)
+        iu, iv = a % gw, a // gw
+    shape = (B, H, W)
+    return Decoded(iu.view(shape), iv.view(shape), void.view(shape), dist.view(shape))
+
+
+def resize_panoptic(
+    panoptic_seg: torch.Tensor, segments_info: List[Dict], size: Tuple[int, int]
+) -> Tuple[torch.Tensor, List[Dict]]:
+    """Nearest-neighbour paste of a panoptic map at another size ``(H, W)``; areas are
+    recomputed and segments that vanish are dropped (detectron2 format in and out)."""
+    H, W = int(size[0]), int(size[1])
+    if H < 1 or W < 1:
+        raise ValueError(f"size must be positive (H, W), got {size!r}")
+    out = F.interpolate(panoptic_seg[None, None].float(), size=(H, W), mode="nearest-exact")[0, 0]
+    out = out.to(torch.int32)
+    ids = torch.tensor([s["id"] for s in segments_info], dtype=torch.long, device=out.device)
+    n = int(ids.max()) + 1 if ids.numel() else 1
+    area = torch.bincount(out.reshape(-1).long(), minlength=n)
+    areas = area[ids].tolist() if ids.numel() else []
+    infos = [dict(s, area=a) for s, a in zip(segments_info, areas) if a > 0]
+    return out, infos

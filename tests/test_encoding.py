@@ -1,0 +1,128 @@
+"""The instance encodings against the paper's formulas (Eq. 2-4, Appendix C)."""
+import math
+
+import pytest
+import torch
+
+from pe_panoptic.encoding import (
+    BinEncoding,
+    PositionalEncoding,
+    RGBEncoding,
+    build_encoding,
+    grid_centers,
+    normalize_coords,
+    positional_embedding,
+)
+
+
+def test_positional_embedding_matches_eq3_by_hand():
+    p = torch.tensor([0.25])
+    got = positional_embedding(p, 3)[0]
+    # gamma(p) = (sin(2^l pi p), cos(2^l pi p)) for l = 0, 1, 2
+    want = [math.sin(math.pi / 4), math.cos(math.pi / 4), math.sin(math.pi / 2), math.cos(math.pi / 2),
+            math.sin(math.pi), math.cos(math.pi)]
+    assert torch.allclose(got, torch.tensor(want), atol=1e-6)
+
+
+def test_pe_code_norm_and_void_distance():
+    enc = PositionalEncoding(4)
+    uv = torch.rand(100, 2) * 2 - 1
+    codes = enc.encode(uv)
+    assert codes.shape == (100, 16)
+    # each harmonic contributes sin^2 + cos^2 = 1, so every code has norm^2 = 2L and each block L
+    assert torch.allclose((codes**2).sum(-1), torch.full((100,), 8.0), atol=1e-5)
+    assert torch.equal(enc.void_code(), torch.zeros(16))
+
+
+def test_grid_centers_and_normalization():
+    assert torch.allclose(grid_centers(4), torch.tensor([-0.75, -0.25, 0.25, 0.75]))
+    # pixel centers of a 4-px row map onto the same centers
+    assert torch.allclose(normalize_coords(torch.arange(4.0), 4), grid_centers(4))
+
+
+@pytest.mark.parametrize("L", [2, 3, 4, 5])
+@pytest.mark.parametrize("grid", [(80, 80), (160, 320), (7, 13)])
+def test_pe_grid_codes_decode_back_exactly(L, grid):
+    """The PE of every grid centroid decodes back to its own cell (two small argmins)."""
+    gh, gw = grid
+    enc = PositionalEncoding(L)
+    v, u = torch.meshgrid(grid_centers(gh), grid_centers(gw), indexing="ij")
+    uv = torch.stack((u, v), 0)[None]  # 1 2 gh gw
+    pred = enc.targets(uv, torch.ones(1, gh, gw, dtype=torch.bool))
+    dec = enc.decode(pred, grid)
+    iv, iu = torch.meshgrid(torch.arange(gh), torch.arange(gw), indexing="ij")
+    assert torch.equal(dec.iu[0], iu) and torch.equal(dec.iv[0], iv)
+    assert not dec.void.any()
+    assert dec.dist.max() < 1e-2
+
+
+def test_pe_decode_equals_full_search():
+    """Splitting the squared distance into u and v terms gives the exact joint nearest code."""
+    torch.manual_seed(0)
+    enc = PositionalEncoding(4)
+    gh, gw = 9, 11
+    pred = torch.randn(2, 16, 5, 6)
+    dec = enc.decode(pred, (gh, gw))
+    v, u = torch.meshgrid(grid_centers(gh), grid_centers(gw), indexing="ij")
+    codes = enc.encode(torch.stack((u, v), -1).reshape(-1, 2))  # gh*gw 16
+    codes = torch.cat((codes, enc.void_code()[None]), 0)
+    flat = pred.permute(0, 2, 3, 1).reshape(-1, 16)
+    idx = torch.cdist(flat, codes).argmin(1).reshape(2, 5, 6)
+    void = idx == gh * gw
+    assert torch.equal(dec.void, void)
+    assert torch.equal(dec.iv[~void], (idx // gw)[~void])
+    assert torch.equal(dec.iu[~void], (idx % gw)[~void])
+
+
+def test_pe_void_and_pixel_loss_by_hand():
+    enc = PositionalEncoding(2)
+    uv = torch.zeros(1, 2, 1, 2)
+    valid = torch.tensor([[[True, False]]])
+    tgt = enc.targets(uv, valid)
+    # u = v = 0: gamma(0) = (0, 1, 0, 1); void pixel gets zeros
+    assert torch.equal(tgt[0, :, 0, 0], torch.tensor([0.0, 1, 0, 1, 0, 1, 0, 1]))
+    assert torch.equal(tgt[0, :, 0, 1], torch.zeros(8))
+    pred = torch.zeros(1, 8, 1, 2)
+    pred[0, 0, 0, 0] = 3.0  # u block differs by (3, -1, 0, -1): norm sqrt(11); v block by sqrt(2)
+    loss = enc.pixel_loss(pred, uv, valid)
+    assert torch.allclose(loss[0, 0, 0], torch.tensor(0.5 * (math.sqrt(11) + math.sqrt(2))))
+    assert loss[0, 0, 1] == 0
+    dec = enc.decode(torch.zeros(1, 8, 1, 1), (4, 4))
+    assert dec.void.all()
+
+
+def test_rgb_encoding_appendix_c():
+    enc = RGBEncoding()
+    uv = torch.tensor([[[[0.5]], [[-0.5]]]])  # u=0.5 -> r=0.75, v=-0.5 -> g=0.25
+    tgt = enc.targets(uv, torch.ones(1, 1, 1, dtype=torch.bool))
+    assert torch.allclose(tgt[0, :, 0, 0], torch.tensor([0.75, 0.25, 1.0]))
+    assert torch.equal(enc.targets(uv, torch.zeros(1, 1, 1, dtype=torch.bool))[0, :, 0, 0], torch.zeros(3))
+    dec = enc.decode(tgt, (4, 4))
+    assert dec.iu.item() == 3 and dec.iv.item() == 1 and not dec.void.item()
+    assert enc.pixel_loss(tgt + 0.1, uv, torch.ones(1, 1, 1, dtype=torch.bool)).item() == pytest.approx(0.3)
+
+
+def test_bin_encoding_cross_entropy_and_decode():
+    enc = BinEncoding(8)
+    assert enc.num_channels == 18
+    uv = torch.tensor([[[[0.3]], [[-0.9]]]])
+    valid = torch.ones(1, 1, 1, dtype=torch.bool)
+    cu, cv = enc.class_targets(uv, valid)
+    assert cu.item() == 5 and cv.item() == 0  # (0.3+1)/2*8 = 5.2 -> 5 ; (0.1)/2*8 = 0.4 -> 0
+    logits = torch.zeros(1, 18, 1, 1)
+    # uniform logits: CE = log(9) for both coordinates
+    assert enc.pixel_loss(logits, uv, valid).item() == pytest.approx(math.log(9), rel=1e-6)
+    logits[0, 5] = 20
+    logits[0, 9 + 0] = 20
+    dec = enc.decode(logits, (8, 8))
+    assert (dec.iu.item(), dec.iv.item(), dec.void.item()) == (5, 0, False)
+    logits[0, 8] = 40  # void class of u wins
+    assert enc.decode(logits, (8, 8)).void.item()
+
+
+def test_build_encoding_errors():
+    assert isinstance(build_encoding("pe", 3), PositionalEncoding)
+    with pytest.raises(ValueError, match="unknown instance encoding"):
+        build_encoding("polar")
+    with pytest.raises(ValueError, match="num_harmonics"):
+        PositionalEncoding(0)

@@ -1,0 +1,91 @@
+"""The installer's result: detectron2 v0.6 importable with the compatibility fixes, registries
+populated by `import pe_panoptic`, model-zoo configs packaged, C++ ops failing clearly."""
+import importlib
+import inspect
+import os
+
+import numpy as np
+import pytest
+
+
+def test_detectron2_imports_and_version():
+    import detectron2
+    from detectron2 import data, engine, evaluation, modeling, utils  # noqa: F401
+    from detectron2.utils import visualizer  # noqa: F401
+
+    assert detectron2.__version__ == "0.6"
+
+
+def test_model_zoo_configs_present():
+    from detectron2 import model_zoo
+
+    for name in ("COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.yaml", "common/models/panoptic_fpn.py",
+                 "COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.py", "Cityscapes/mask_rcnn_R_50_FPN.yaml"):
+        assert os.path.isfile(model_zoo.get_config_file(name)), name
+    zoo = os.path.dirname(model_zoo.get_config_file("common/train.py"))
+    n = sum(len(f) for _, _, f in os.walk(os.path.dirname(zoo)))
+    assert n >= 128  # all model zoo configs are packaged
+
+
+def test_compiled_ops_fail_with_clear_message():
+    from detectron2.layers import rotated_boxes
+
+    with pytest.raises(RuntimeError, match="without its C\\+\\+/CUDA extension"):
+        rotated_boxes.pairwise_iou_rotated(np.zeros((1, 5)), np.zeros((1, 5)))
+
+
+@pytest.mark.parametrize(
+    "module, forbidden",
+    [
+        ("detectron2.evaluation.sem_seg_evaluation", "np.float)"),
+        ("detectron2.structures.masks", "np.bool)"),
+        ("detectron2.data.transforms.transform", "Image.LINEAR"),
+        ("detectron2.layers.mask_ops", "copy=False"),
+        ("detectron2.data.build", "np.int\n"),
+    ],
+)
+def test_compat_patches_applied(module, forbidden):
+    src = inspect.getsource(importlib.import_module(module))
+    assert forbidden not in src
+
+
+def test_patched_code_paths_run():
+    """Run the code paths the patches fixed (numpy 2 / Pillow 10 / matplotlib colours)."""
+    from PIL import Image
+
+    from detectron2.data import transforms as T
+    from detectron2.structures.masks import polygons_to_bitmask
+    from detectron2.utils.visualizer import Visualizer
+
+    m = polygons_to_bitmask([np.array([0, 0, 4, 0, 4, 4, 0, 4], dtype=float)], 6, 6)
+    assert m.dtype == bool and m.sum() > 0
+    img = np.random.RandomState(0).randint(0, 255, (20, 30, 3), dtype=np.uint8)
+    out = T.ExtentTransform((0, 0, 30, 20), (10, 15)).apply_image(img)
+    assert out.shape == (10, 15, 3)
+    vis = Visualizer(img)
+    for color in ("w", (1.0, 1.0, 1.0), (0.99, 0.99, 0.2)):
+        vis.draw_text("x", (5, 5), color=color)
+        vis.draw_polygon(np.array([[0, 0], [5, 0], [5, 5]]), color=color, alpha=0.5)
+    assert vis.get_output().get_image().shape == (20, 30, 3)
+    assert Image.BILINEAR is not None
+
+
+def test_registries_populated_without_collisions():
+    import pe_panoptic  # noqa: F401
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY
+
+    assert "build_dinov2_backbone" in BACKBONE_REGISTRY._obj_map
+    assert "PixelCentroidHead" in META_ARCH_REGISTRY._obj_map
+    # detectron2's own entries are still there (nothing overwritten)
+    for name in ("build_resnet_fpn_backbone", "build_resnet_backbone"):
+        assert name in BACKBONE_REGISTRY._obj_map
+    for name in ("PanopticFPN", "GeneralizedRCNN", "SemanticSegmentor"):
+        assert name in META_ARCH_REGISTRY._obj_map
+    # names Mask2Former registers must stay free for it
+    for name in ("D2SwinTransformer", "MaskFormer"):
+        assert name not in BACKBONE_REGISTRY._obj_map and name not in META_ARCH_REGISTRY._obj_map
+    for split in ("train", "val"):
+        assert f"synthetic_panoptic_{split}" in DatasetCatalog.list()
+        assert MetadataCatalog.get(f"synthetic_panoptic_{split}").evaluator_type == "coco_panoptic_seg"
+    assert "coco_2017_val_panoptic" in DatasetCatalog.list()

@@ -1,0 +1,87 @@
+"""PixelCentroidHead end to end on tiny models: losses in training, detectron2 outputs at the
+original image size in inference, task sampling, configuration errors."""
+import numpy as np
+import pytest
+import torch
+
+from pe_panoptic.backbone import DINOv2Backbone
+from pe_panoptic.decoder import TransposedConvDecoder
+from pe_panoptic.meta_arch import PixelCentroidHead
+from pe_panoptic.targets import panoptic_targets
+
+TINY = dict(embed_dim=48, depth=2, num_heads=2)
+
+
+def tiny_model(**kw):
+    torch.manual_seed(0)
+    backbone = DINOv2Backbone("vit_small_patch14_dinov2", out_indices=(0, 1), img_size=56, model_kwargs=TINY)
+    decoder = TransposedConvDecoder(in_channels=2 * 48, width=16, num_upsample=3)
+    args = dict(backbone=backbone, decoder=decoder, decoder_width=16, num_classes=3, thing_ids=[0, 1],
+                postprocess=dict(grid=(16, 16)))
+    args.update(kw)
+    return PixelCentroidHead(**args)
+
+
+def sample(h=56, w=56, seed=0):
+    rng = np.random.RandomState(seed)
+    pan = np.zeros((h, w), np.int64)
+    pan[:, : w // 2] = 3  # stuff (class 2)
+    pan[5:20, 30:50] = 1  # thing class 0
+    pan[30:50, 30:45] = 2  # thing class 1
+    info = [dict(id=1, category_id=0, iscrowd=0, isthing=True), dict(id=2, category_id=1, iscrowd=0, isthing=True),
+            dict(id=3, category_id=2, iscrowd=0, isthing=False)]
+    tg = panoptic_targets(pan, info, input_hw=(h, w), output_hw=(h * 8 // 14, w * 8 // 14))
+    img = torch.from_numpy(rng.randint(0, 255, (3, h, w)).astype(np.uint8))
+    return {"image": img, "height": h, "width": w, "targets": tg, "file_name": f"img{seed}"}
+
+
+def test_training_returns_finite_losses_and_backpropagates():
+    model = tiny_model().train()
+    losses = model([sample(seed=0), sample(seed=1)])
+    assert {"loss_sem", "loss_inst", "loss_inst_dice", "loss_inst_tv", "loss_sem_tv"} <= set(losses)
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None for g in grads), "every parameter (all heads too) must receive a gradient"
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
+def test_instances_only_stage_and_task_sampling():
+    model = tiny_model(tasks=("inst",)).train()
+    assert not any(k.startswith("loss_sem") for k in model([sample()]))
+    model = tiny_model(task_probs={"inst": 2 / 3, "sem": 1 / 3}).train()
+    torch.manual_seed(0)
+    seen = [model.sample_tasks() for _ in range(300)]
+    assert all(len(t) == 1 for t in seen)
+    frac_inst = sum("inst" in t for t in seen) / len(seen)
+    assert 0.58 < frac_inst < 0.75  # two-thirds, paper_v1
+
+
+def test_inference_outputs_at_original_size_with_padding():
+    model = tiny_model().eval()
+    # 50x64 image (not a multiple of 14): padded to 56x70 inside the model, outputs at 100x128
+    img = torch.randint(0, 255, (3, 50, 64), dtype=torch.uint8)
+    out = model([{"image": img, "height": 100, "width": 128}])[0]
+    assert out["sem_seg"].shape == (3, 100, 128)
+    assert torch.allclose(out["sem_seg"].sum(0), torch.ones(100, 128), atol=1e-4)
+    seg, info = out["panoptic_seg"]
+    assert seg.shape == (100, 128) and seg.dtype == torch.int32
+    ids = set(torch.unique(seg).tolist()) - {0}
+    assert ids == {s["id"] for s in info}
+    for s in info:
+        assert s["area"] == int((seg == s["id"]).sum())
+
+
+def test_config_errors_are_clear():
+    with pytest.raises(ValueError, match="tasks"):
+        tiny_model(tasks=("sem", "panoptic"))
+    with pytest.raises(ValueError, match="depth=True"):
+        tiny_model(tasks=("sem", "depth"))
+    with pytest.raises(ValueError, match="dataset_name"):
+        tiny_model(num_classes=None)
+    with pytest.raises(ValueError, match="task_probs"):
+        tiny_model(task_probs={"depth": 1.0})
+    model = tiny_model().train()
+    with pytest.raises(ValueError, match="targets"):
+        model([{"image": torch.zeros(3, 56, 56, dtype=torch.uint8)}])

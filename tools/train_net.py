@@ -1,0 +1,155 @@
+#!/usr/bin/env python
+"""Train / evaluate pe_panoptic (and detectron2 model-zoo LazyConfig baselines) from a LazyConfig.
+
+Follows detectron2's ``tools/lazyconfig_train_net.py``:
+
+    python tools/train_net.py --config-file configs/synthetic/pe_tiny.py [key=value ...]
+    python tools/train_net.py --config-file ... --eval-only train.init_checkpoint=model_final.pth
+    python tools/train_net.py --config-file ... --resume
+    python tools/train_net.py --config-file ... --num-gpus 8        # DDP, one process per GPU
+    python tools/train_net.py --config-file ... --num-gpus 2 --num-machines 2 --machine-rank 0 \\
+        --dist-url tcp://<host>:<port>
+
+Additions over the detectron2 script: ``train.device="auto"`` picks CUDA when available, AMP in
+fp16 or bf16 (``train.amp.enabled``, ``train.amp.dtype``) on CUDA or CPU, gradient accumulation
+(``train.accumulate_steps``), gradient clipping (``train.clip_grad_norm``), CPU multi-process
+training with gloo (``--num-gpus N`` without CUDA), and ``--metrics-json`` to write the final
+evaluation results.
+"""
+import json
+import logging
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+import pe_panoptic  # noqa: E402,F401  (registers everything)
+from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
+from detectron2.config import LazyConfig, instantiate  # noqa: E402
+from detectron2.engine import default_argument_parser, default_setup, default_writers, hooks  # noqa: E402
+from detectron2.engine.defaults import create_ddp_model  # noqa: E402
+from detectron2.evaluation import inference_on_dataset, print_csv_format  # noqa: E402
+from detectron2.utils import comm  # noqa: E402
+from pe_panoptic.engine import PETrainer, default_device, launch  # noqa: E402
+
+logger = logging.getLogger("detectron2")
+
+
+def resolve_device(cfg) -> str:
+    device = cfg.train.get("device", "auto")
+    if device in (None, "auto"):
+        device = default_device()
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"train.device={device!r} but CUDA is not available (use train.device=auto or cpu)")
+    if device.startswith("cuda") and comm.get_world_size() > 1:
+        device = f"cuda:{comm.get_local_rank()}"
+    cfg.train.device = device
+    return device
+
+
+_LAST_RESULTS = {}
+
+
+def do_test(cfg, model):
+    if "evaluator" not in cfg.dataloader:
+        return {}
+    ret = inference_on_dataset(model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator))
+    if comm.is_main_process():
+        print_csv_format(ret)
+    _LAST_RESULTS.clear()
+    _LAST_RESULTS.update(ret or {})
+    return ret
+
+
+def do_train(args, cfg):
+    device = resolve_device(cfg)
+    model = instantiate(cfg.model)
+    logger.info("Model:\n{}".format(model))
+    model.to(device)
+
+    cfg.optimizer.params.model = model
+    optim = instantiate(cfg.optimizer)
+    train_loader = instantiate(cfg.dataloader.train)
+
+    ddp = dict(cfg.train.get("ddp", {}))
+    model = create_ddp_model(model, **ddp)
+    amp = cfg.train.get("amp", {})
+    trainer = PETrainer(
+        model, train_loader, optim,
+        amp=bool(amp.get("enabled", False)), amp_dtype=amp.get("dtype", "bf16"),
+        accumulate_steps=int(cfg.train.get("accumulate_steps", 1)),
+        clip_grad_norm=cfg.train.get("clip_grad_norm", None), device=device,
+    )
+    checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    trainer.register_hooks(
+        [
+            hooks.IterationTimer(),
+            hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+            hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
+            hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),
+            hooks.PeriodicWriter(default_writers(cfg.train.output_dir, cfg.train.max_iter), period=cfg.train.log_period)
+            if comm.is_main_process()
+            else None,
+        ]
+    )
+    checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
+    if args.resume and checkpointer.has_checkpoint():
+        # the checkpoint stores the iteration that just finished: continue with the next one
+        start_iter = trainer.iter + 1
+    else:
+        start_iter = 0
+    trainer.train(start_iter, cfg.train.max_iter)
+    return model
+
+
+def main(args):
+    cfg = LazyConfig.load(args.config_file)
+    cfg = LazyConfig.apply_overrides(cfg, args.opts)
+    default_setup(cfg, args)
+    if args.eval_only:
+        device = resolve_device(cfg)
+        model = instantiate(cfg.model)
+        model.to(device)
+        model = create_ddp_model(model)
+        DetectionCheckpointer(model).load(cfg.train.init_checkpoint)
+        results = do_test(cfg, model)
+    else:
+        do_train(args, cfg)
+        # detectron2's EvalHook always evaluates after the last iteration
+        results = dict(_LAST_RESULTS)
+    if comm.is_main_process() and args.metrics_json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.metrics_json)), exist_ok=True)
+        with open(args.metrics_json, "w") as f:
+            json.dump(_jsonable(results), f, indent=2)
+        logger.info(f"wrote metrics to {args.metrics_json}")
+    return results
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if hasattr(x, "item"):
+        return x.item()
+    return x
+
+
+def get_parser():
+    parser = default_argument_parser()
+    parser.add_argument("--metrics-json", default="", help="write the final evaluation results to this JSON file")
+    return parser
+
+
+if __name__ == "__main__":
+    args = get_parser().parse_args()
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
