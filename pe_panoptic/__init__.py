@@ -5,7 +5,8 @@ Importing this package registers into detectron2's registries:
 * ``BACKBONE_REGISTRY``: ``build_dinov2_backbone`` (DINOv2 from timm, yacs configs);
 * ``META_ARCH_REGISTRY``: ``PixelCentroidHead``;
 * ``DatasetCatalog`` / ``MetadataCatalog``: ``synthetic_panoptic_train`` / ``synthetic_panoptic_val``
-  (files under ``$DETECTRON2_DATASETS/synthetic_panoptic``, generated on demand).
+  (files under ``$DETECTRON2_DATASETS/synthetic_panoptic``, generated on demand) and
+  ``nyuv2_depth_train`` / ``nyuv2_depth_test`` (``$DETECTRON2_DATASETS/nyuv2``, see datasets/README.md).
 
 COCO and Cityscapes panoptic use detectron2's builtin registrations.
 """

@@ -4,10 +4,15 @@
   (v0.6's ``AMPTrainer`` is CUDA/fp16 only), a GradScaler only where fp16 needs one, gradient
   accumulation (to reach the paper's effective batch on fewer GPUs) and gradient clipping.
 * :func:`build_evaluators`: the evaluator list of a dataset from its metadata: PQ
-  (``COCOPanopticEvaluator``) and semantic mIoU from the same ``sem_seg`` output.
+  (``COCOPanopticEvaluator``, plus cityscapesScripts' official evaluation on Cityscapes),
+  semantic mIoU from the same ``sem_seg`` output, and depth metrics.
 * :func:`launch`: detectron2's ``launch`` that also runs several CPU processes with gloo
   (detectron2 v0.6 assumes one CUDA device per process and NCCL).
 * :func:`default_device`: ``cuda`` when available, else ``cpu``.
+* :class:`IterationSeedHook`: reseeds the RNGs before every iteration from (seed, iteration,
+  rank), so stochastic layers (drop path) draw the same numbers in a resumed run.
+* :func:`ddp_kwargs`: ``DistributedDataParallel`` arguments for CUDA or CPU (gloo) processes.
+* :func:`maybe_compile`: optional ``torch.compile`` of the network parts (``train.compile``).
 """
 from __future__ import annotations
 
@@ -20,11 +25,20 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from detectron2.data import MetadataCatalog
-from detectron2.engine import SimpleTrainer
+from detectron2.engine import HookBase, SimpleTrainer
 from detectron2.evaluation import COCOPanopticEvaluator, DatasetEvaluators
 from detectron2.utils import comm
 
-__all__ = ["PETrainer", "build_evaluators", "launch", "default_device", "autocast_context"]
+__all__ = [
+    "PETrainer",
+    "build_evaluators",
+    "launch",
+    "default_device",
+    "autocast_context",
+    "IterationSeedHook",
+    "ddp_kwargs",
+    "maybe_compile",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -119,18 +133,33 @@ class _nullcontext:
 
 
 def build_evaluators(dataset_name: str, output_dir: Optional[str] = None, *,
-                     panoptic: bool = True, semantic: bool = True):
-    """Every metric the dataset supports, from its metadata (as Mask2Former's train_net does)."""
+                     panoptic: bool = True, semantic: bool = True, with_depth: bool = False):
+    """Every metric the dataset supports, from its metadata (as Mask2Former's train_net does):
+    PQ (``COCOPanopticEvaluator``; for ``evaluator_type="cityscapes_panoptic_seg"`` also the
+    official cityscapesScripts evaluation), semantic mIoU, and depth metrics (``DepthEvaluator``)
+    for depth datasets (``evaluator_type="depth"``) or, with ``with_depth``, for any dataset with
+    metric depth ground truth (metadata ``depth_kind="metric"``)."""
     meta = MetadataCatalog.get(dataset_name)
     etype = getattr(meta, "evaluator_type", None)
     evaluators: List = []
     is_panoptic = etype in ("coco_panoptic_seg", "cityscapes_panoptic_seg") or hasattr(meta, "panoptic_json")
     if panoptic and is_panoptic:
         evaluators.append(COCOPanopticEvaluator(dataset_name, output_dir))
+    if panoptic and etype == "cityscapes_panoptic_seg":
+        from .evaluation import CityscapesPanopticEvaluator
+
+        evaluators.append(CityscapesPanopticEvaluator(dataset_name, output_dir))
     if semantic and is_panoptic:
         from .evaluation import PanopticSemSegEvaluator
 
         evaluators.append(PanopticSemSegEvaluator(dataset_name, distributed=True, output_dir=None))
+    if etype == "depth" or (with_depth and getattr(meta, "depth_kind", None) == "metric"):
+        from .evaluation import DepthEvaluator
+
+        evaluators.append(DepthEvaluator(dataset_name))
+    elif with_depth:
+        logger.warning(f"with_depth=True but dataset {dataset_name!r} has no metric depth ground truth: "
+                       "depth is not evaluated on it")
     if not evaluators:
         raise ValueError(f"no evaluator for dataset {dataset_name!r} (evaluator_type={etype!r})")
     return DatasetEvaluators(evaluators)
@@ -184,3 +213,65 @@ def _worker(local_rank, main_func, world_size, num_per_machine, machine_rank, di
         main_func(*args)
     finally:
         dist.destroy_process_group()
+
+
+# ---------------------------------------------------------------------------------------------
+class IterationSeedHook(HookBase):
+    """Seed ``random``, ``numpy.random`` and torch (CPU and CUDA) before every iteration with a
+    hash of ``(seed, iteration, rank)`` (as fairseq seeds every update).
+
+    The random numbers of iteration ``i`` (drop path, dropout, ...) then depend only on ``i``, not
+    on how many iterations this process has run, so a run resumed from a checkpoint continues
+    exactly as the uninterrupted run (together with
+    :class:`pe_panoptic.data.resumable.ResumableTrainLoader` for the data).
+    """
+
+    def __init__(self, seed: int):
+        self.seed = int(seed)
+
+    def iteration_seed(self, iteration: int) -> int:
+        import numpy as np
+
+        words = [self.seed % (2**63), int(iteration), comm.get_rank()]
+        return int(np.random.SeedSequence(words).generate_state(1)[0])
+
+    def before_step(self):
+        import random
+
+        import numpy as np
+
+        s = self.iteration_seed(self.trainer.iter)
+        random.seed(s)
+        np.random.seed(s)
+        torch.manual_seed(s)  # all devices
+
+
+def ddp_kwargs(device: str, **kwargs) -> dict:
+    """Keyword arguments for detectron2's ``create_ddp_model``: CPU modules (gloo) need
+    ``device_ids=None`` (detectron2 v0.6 always passes the local rank, which is CUDA-only)."""
+    out = dict(kwargs)
+    if torch.device(device).type != "cuda":
+        out.setdefault("device_ids", None)
+    return out
+
+
+def maybe_compile(model: torch.nn.Module, spec=False, modules=("backbone", "decoder", "heads")) -> torch.nn.Module:
+    """Compile ``model`` in place with ``torch.compile`` according to ``spec`` (``train.compile``):
+    ``False``/``None`` -> nothing; ``True`` -> default options; a dict -> ``torch.compile``
+    keyword arguments (``backend``, ``mode``, ``dynamic``, ...) plus an optional ``enabled``.
+
+    Only the submodules named in ``modules`` that exist are compiled (the network; the loss and the
+    post-processing have data-dependent control flow), with ``nn.Module.compile`` so parameter
+    names (and thus checkpoints) are unchanged. A model with none of them is compiled whole.
+    Returns ``model``.
+    """
+    if not spec:
+        return model
+    options = {} if spec is True else dict(spec)
+    if not options.pop("enabled", True):
+        return model
+    targets = [getattr(model, n) for n in modules if isinstance(getattr(model, n, None), torch.nn.Module)]
+    for m in targets or [model]:
+        m.compile(**options)
+    logger.info(f"torch.compile {options or '(defaults)'} on {[n for n in modules if hasattr(model, n)] or 'model'}")
+    return model

@@ -23,7 +23,7 @@ from detectron2.structures import ImageList
 from .decoder import PixelHeads
 from .encoding import CentroidEncoding, build_encoding
 from .losses import PixelCentroidCriterion
-from .postprocess import PostProcessConfig, panoptic_from_outputs
+from .postprocess import PostProcessConfig, panoptic_from_outputs, resize_panoptic
 
 __all__ = ["PixelCentroidHead", "TASKS"]
 
@@ -181,7 +181,7 @@ class PixelCentroidHead(nn.Module):
         images = self.preprocess_image(batched_inputs)
         outputs = self.forward_features(images.tensor)
         if self.training:
-            return self.losses(outputs, batched_inputs)
+            return self.losses(outputs, batched_inputs, images.tensor.shape[-2:])
         return self.inference(outputs, batched_inputs, images)
 
     # ------------------------------------------------------------------------------------
@@ -194,18 +194,39 @@ class PixelCentroidHead(nn.Module):
         probs = torch.tensor([self.task_probs[n] for n in names], dtype=torch.float)
         return {names[int(torch.multinomial(probs, 1, generator=self._task_gen))]}
 
-    def batch_targets(self, batched_inputs: List[dict], out_hw) -> Dict[str, torch.Tensor]:
-        """Stack the per-image targets, padding each to the batch's output size."""
+    def batch_targets(self, batched_inputs: List[dict], out_hw, in_hw) -> Dict[str, torch.Tensor]:
+        """Stack the per-image targets, padding each to the batch's output size.
+
+        Each image's targets must have exactly the size the network produces for that image
+        (``image size * output / input``): a mismatch means the mapper's ``output_stride`` does
+        not match the decoder (e.g. ``num_upsample=4`` needs ``output_stride=14/16``).
+        """
         if any("targets" not in x for x in batched_inputs):
             raise ValueError("training inputs need 'targets' (use PanopticCentroidDatasetMapper(is_train=True))")
         H, W = out_hw
+        for x in batched_inputs:
+            ih, iw = x["image"].shape[-2:]
+            want = (ih * H // in_hw[0], iw * W // in_hw[1])
+            got = tuple(next(iter(x["targets"].values())).shape[-2:])
+            if got != want:
+                raise ValueError(
+                    f"{x.get('file_name', 'input')}: targets are {got[0]}x{got[1]} but the network output for a "
+                    f"{ih}x{iw} input is {want[0]}x{want[1]}: the mapper's output_stride must be "
+                    f"{in_hw[0] / H:g} for this decoder"
+                )
+        # A key missing from some images (a batch mixing panoptic and depth-only datasets) gets a
+        # neutral value there: ignore label, zero weight, invalid depth.
         fill = {"sem_seg": self.ignore_label}
-        keys = batched_inputs[0]["targets"].keys()
+        keys = list(dict.fromkeys(k for x in batched_inputs for k in x["targets"]))
         out = {}
         for k in keys:
+            ref = next(x["targets"][k] for x in batched_inputs if k in x["targets"])
             items = []
             for x in batched_inputs:
-                t = x["targets"][k]
+                t = x["targets"].get(k)
+                if t is None:
+                    h, w = next(iter(x["targets"].values())).shape[-2:]
+                    t = torch.full((*ref.shape[:-2], h, w), fill.get(k, 0), dtype=ref.dtype)
                 h, w = t.shape[-2:]
                 if h > H or w > W:
                     raise ValueError(f"target {k!r} of {x.get('file_name')} is {h}x{w}, larger than the output {H}x{W}")
@@ -215,8 +236,8 @@ class PixelCentroidHead(nn.Module):
             out[k] = torch.stack(items).to(self.device, non_blocking=True)
         return out
 
-    def losses(self, outputs, batched_inputs):
-        targets = self.batch_targets(batched_inputs, outputs["inst"].shape[-2:])
+    def losses(self, outputs, batched_inputs, in_hw):
+        targets = self.batch_targets(batched_inputs, outputs["inst"].shape[-2:], in_hw)
         tasks = self.sample_tasks()
         losses = self.criterion(outputs, targets, tasks)
         # Keep every head in the graph so DDP sees a gradient (zero) for unused parameters.
@@ -251,8 +272,8 @@ class PixelCentroidHead(nn.Module):
                 seg, info = panoptic_from_outputs(sem_full, inst_full, self.encoding, self.thing_ids, self.postprocess_cfg)
             else:
                 seg, info = panoptic_from_outputs(sem, inst, self.encoding, self.thing_ids, self.postprocess_cfg)
-                seg = F.interpolate(seg[None, None].float(), size=(height, width), mode="nearest")[0, 0].to(torch.int32)
-                info = _recount_areas(seg, info)
+                # centre-aligned nearest (the targets sample output pixel centres the same way)
+                seg, info = resize_panoptic(seg, info, (height, width))
             res["panoptic_seg"] = (seg, info)
             if self.depth and "depth" in outputs:
                 d = outputs["depth"][i, :, :ch, :cw].float()
@@ -260,16 +281,3 @@ class PixelCentroidHead(nn.Module):
             results.append(res)
         return results
 
-
-def _recount_areas(seg: torch.Tensor, segments_info: List[dict]) -> List[dict]:
-    """Segment areas after pasting at the image size; drops segments that vanished."""
-    if not segments_info:
-        return segments_info
-    counts = torch.bincount(seg.flatten().long(), minlength=max(s["id"] for s in segments_info) + 1).tolist()
-    out = []
-    for s in segments_info:
-        if counts[s["id"]] > 0:
-            s = dict(s)
-            s["area"] = int(counts[s["id"]])
-            out.append(s)
-    return out

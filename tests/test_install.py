@@ -1,6 +1,7 @@
 """The installer's result: detectron2 v0.6 importable with the compatibility fixes, registries
 populated by `import pe_panoptic`, model-zoo configs packaged, C++ ops failing clearly."""
 import importlib
+import importlib.util
 import inspect
 import os
 
@@ -89,3 +90,28 @@ def test_registries_populated_without_collisions():
         assert f"synthetic_panoptic_{split}" in DatasetCatalog.list()
         assert MetadataCatalog.get(f"synthetic_panoptic_{split}").evaluator_type == "coco_panoptic_seg"
     assert "coco_2017_val_panoptic" in DatasetCatalog.list()
+
+
+def test_map_dataset_retry_works_on_python311():
+    """detectron2 v0.6's MapDataset retries a sample the mapper rejected with random.sample on a
+    set, which Python >= 3.11 refuses; the installer patches it."""
+    from detectron2.data.common import MapDataset
+
+    ds = MapDataset([0, 1, 2], lambda x: None if x == 0 else x)
+    assert ds[0] in (1, 2)
+
+
+def test_installer_is_idempotent_and_detects_its_patch_set():
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, os.path.join(root, "tools/install_detectron2.py")],
+                         capture_output=True, text=True, check=True).stdout
+    assert "already installed: detectron2 0.6" in out
+    import detectron2._pe_panoptic_patches as p
+
+    spec = importlib.util.spec_from_file_location("inst", os.path.join(root, "tools/install_detectron2.py"))
+    inst = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(inst)
+    assert p.PATCH_ID == inst.patch_id()

@@ -85,3 +85,13 @@ def test_config_errors_are_clear():
     model = tiny_model().train()
     with pytest.raises(ValueError, match="targets"):
         model([{"image": torch.zeros(3, 56, 56, dtype=torch.uint8)}])
+
+
+def test_output_stride_mismatch_is_reported():
+    # paper_v1 decoder (4 upsamplings: output 16/14 of the input) with targets made for 8/14
+    backbone = DINOv2Backbone("vit_small_patch14_dinov2", out_indices=(0, 1), img_size=56, model_kwargs=TINY)
+    decoder = TransposedConvDecoder(in_channels=96, width=16, num_upsample=4)
+    model = PixelCentroidHead(backbone=backbone, decoder=decoder, decoder_width=16, num_classes=3,
+                              thing_ids=[0, 1]).train()
+    with pytest.raises(ValueError, match="output_stride must be 0.875"):
+        model([sample()])

@@ -68,6 +68,16 @@ def test_subset_low_resolution_and_painter(oracle, capsys):
     assert 80.0 <= printed["PQ"] < 99.0
 
 
+def test_pixel_center_paste_beats_legacy_nearest(oracle, capsys):
+    """Pasting with torch's legacy "nearest" shifts the map by half an output pixel against the
+    pixel-center sampling of the targets (measured at 1008 px on 3 images: PQ 91.7 vs 96.2)."""
+    pq = {}
+    for mode in ("nearest-exact", "nearest"):
+        oracle.main(["--max-images", "1", "--input-size", "518", "--paste-mode", mode])
+        pq[mode] = last_json(capsys)["PQ"]
+    assert pq["nearest-exact"] > pq["nearest"] + 1.0
+
+
 def test_bad_arguments(oracle):
     with pytest.raises(ValueError, match="not registered"):
         oracle.main(["--dataset", "no_such_dataset"])

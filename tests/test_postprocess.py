@@ -431,7 +431,8 @@ def test_thing_pixels_without_instance_are_void_and_thing_fraction():
     _, inst = perfect_outputs(inst_ids, torch.zeros_like(sem), enc)
     pan, info = panoptic_from_outputs(logits, inst, enc, THINGS, min_stuff_area=0.0)
     check_format(pan, info)
-    assert [(s["category_id"], s["isthing"], s["area"]) for s in info] == [(1, True, 400), (2, False, 3600 - 400 - 100 - 120)]
+    got = [(s["category_id"], s["isthing"], s["area"]) for s in info]
+    assert got == [(1, True, 400), (2, False, 3600 - 400 - 100 - 120)]
     assert torch.equal(pan[5:25, 5:25], torch.ones(20, 20, dtype=torch.int32))
     assert (pan[0:5, 40:60] == 0).all()  # thing pixels, no instance -> void
     assert (pan[35:41, 35:55] == 0).all()  # thing pixels of the dropped instance -> void
@@ -468,7 +469,8 @@ def test_majority_vote_uses_thing_restricted_argmax():
 def greedy_reference(cells, radius):
     keep, parent = [], []
     for j, c in enumerate(cells):
-        p = next((i for i in range(j) if keep[i] and max(abs(cells[i][0] - c[0]), abs(cells[i][1] - c[1])) <= radius), None)
+        near = [i for i in range(j) if max(abs(cells[i][0] - c[0]), abs(cells[i][1] - c[1])) <= radius]
+        p = next((i for i in near if keep[i]), None)
         keep.append(p is None)
         parent.append(j if p is None else p)
     return keep, parent
@@ -577,6 +579,12 @@ def test_resize_panoptic_by_hand():
     out, new = resize_panoptic(pan, info, (4, 6))
     assert torch.equal(out, pan.repeat_interleave(2, 0).repeat_interleave(2, 1))
     assert [(s["id"], s["area"]) for s in new] == [(1, 4), (2, 8), (3, 8)]  # id 4 vanished
+    # 3 -> 5 pixels: centers floor((i + .5) * 3 / 5) = 0 0 1 2 2; legacy floor(i * 3 / 5) = 0 0 1 1 2
+    row = torch.tensor([[1, 2, 3]], dtype=torch.int32)
+    out, new = resize_panoptic(row, info[:3], (1, 5))
+    assert out.tolist() == [[1, 1, 2, 3, 3]] and [s["area"] for s in new] == [2, 1, 2]
+    out, _ = resize_panoptic(row, info[:3], (1, 5), mode="nearest")
+    assert out.tolist() == [[1, 1, 2, 2, 3]]
 
 
 # ------------------------------------------------------------------------------------------

@@ -96,6 +96,10 @@ PATCHES = [
     # --- numpy 2: copy=False means "never copy" -------------------------------------------
     ("detectron2/layers/mask_ops.py", "mask = np.array(mask, copy=False)", "mask = np.asarray(mask)", 1,
      "70f45430: np.array(copy=False) raises in numpy 2"),
+    # --- Python >= 3.11: random.sample() no longer accepts a set -----------------------------
+    ("detectron2/data/common.py", "self._rng.sample(self._fallback_candidates, k=1)[0]",
+     "self._rng.sample(sorted(self._fallback_candidates), k=1)[0]", 1,
+     "upstream MapDataset retry fix (random.sample on a set raises TypeError on Python 3.11)"),
     # --- matplotlib: colours must stay within [0, 1] ------------------------------------
     ("detectron2/utils/visualizer.py",
      "        modified_color = colorsys.hls_to_rgb(polygon_color[0], modified_lightness, polygon_color[2])\n"
@@ -158,6 +162,8 @@ def apply_patches(src_root):
         log(f"patched {rel} ({why})")
     with open(os.path.join(src_root, "detectron2", "_C_missing.py"), "w") as f:
         f.write(_C_MISSING)
+    with open(os.path.join(src_root, "detectron2", "_pe_panoptic_patches.py"), "w") as f:
+        f.write(f'"""Written by pe_panoptic\'s tools/install_detectron2.py."""\nPATCH_ID = "{patch_id()}"\n')
     # Sanity: no deprecated numpy alias may remain anywhere in the installed package.
     pattern = re.compile(r"np\.(bool|int|float|str|object)\b(?![_\d])")
     left = []
@@ -173,11 +179,20 @@ def apply_patches(src_root):
         raise SystemExit("[install_detectron2] deprecated numpy aliases left:\n" + "\n".join(left))
 
 
+def patch_id():
+    """Identifies the patch set: an install made with other patches is redone."""
+    return hashlib.sha256((repr(PATCHES) + _C_MISSING).encode()).hexdigest()[:16]
+
+
 def installed_ok():
+    """The installed detectron2's version and a model-zoo path if it is usable and carries this
+    script's current patch set (or is an official install that builds its C++ extension)."""
     try:
         out = subprocess.run(
             [sys.executable, "-c",
-             "import detectron2, detectron2._C_missing, detectron2.model_zoo as m; "
+             "import detectron2, detectron2.model_zoo as m\n"
+             "try:\n    import detectron2._C\nexcept ImportError:\n"
+             f"    import detectron2._pe_panoptic_patches as p; assert p.PATCH_ID == '{patch_id()}', 'stale'\n"
              "print(detectron2.__version__, m.get_config_file('COCO-PanopticSegmentation/"
              "panoptic_fpn_R_50_1x.yaml'))"],
             capture_output=True, text=True, check=True,

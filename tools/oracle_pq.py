@@ -12,7 +12,9 @@ from the ground truth at the model's output resolution, exactly as the model wou
   ``sem_seg`` (ignore pixels get an all-zero row);
 * the region of the output that covers the unpadded image is decoded with
   :func:`pe_panoptic.postprocess.panoptic_from_outputs` and pasted at the original image size
-  with nearest interpolation, mirroring ``PEPanoptic.inference`` (``decode_at="output"``);
+  with :func:`pe_panoptic.postprocess.resize_panoptic` (pixel-center nearest; ``--paste-mode
+  nearest`` reproduces torch's legacy nearest), as ``PEPanoptic.inference`` does with
+  ``decode_at="output"``;
 * detectron2's ``COCOPanopticEvaluator`` scores the result (``process(inputs, outputs)`` with
   ``{"panoptic_seg": (seg, segments_info)}``).
 
@@ -91,13 +93,13 @@ def output_crop(unpadded_hw, padded_hw, output_hw) -> Tuple[int, int]:
 
 
 def decode_image(mapped: Dict, encoding: CentroidEncoding, num_classes: int, thing_ids, cfg: PostProcessConfig,
-                 ignore_label: int = 255):
+                 ignore_label: int = 255, paste_mode: str = "nearest-exact"):
     """Oracle panoptic prediction of one mapped sample at its original image size."""
     targets = mapped["targets"]
     logits, inst = oracle_outputs(targets, encoding, num_classes, ignore_label)
     ch, cw = output_crop(mapped["image_size_unpadded"], mapped["image"].shape[-2:], logits.shape[-2:])
     seg, info = panoptic_from_outputs(logits[:, :ch, :cw], inst[:, :ch, :cw], encoding, thing_ids, cfg)
-    return resize_panoptic(seg, info, (mapped["height"], mapped["width"]))
+    return resize_panoptic(seg, info, (mapped["height"], mapped["width"]), mode=paste_mode)
 
 
 class SubsetPanopticEvaluator(COCOPanopticEvaluator):
@@ -152,7 +154,9 @@ def parse_overrides(items: Sequence[str]) -> Dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--dataset", default="coco_2017_val_panoptic", help="registered detectron2 panoptic dataset")
     p.add_argument("--grid", type=int, nargs=2, metavar=("GH", "GW"), default=None,
                    help="decoding grid (default: 80 80 for COCO, 160 320 for Cityscapes)")
@@ -165,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decoder", choices=("nn", "vote", "painter"), default="nn")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a PostProcessConfig field, e.g. --set min_stuff_area=0 (repeatable)")
+    p.add_argument("--paste-mode", choices=("nearest-exact", "nearest"), default="nearest-exact",
+                   help="interpolation of the panoptic map to the image size (torch's legacy 'nearest' "
+                   "is half an output pixel off the targets' pixel-center sampling)")
     p.add_argument("--max-images", type=int, default=None, help="only the first N images of the dataset")
     p.add_argument("--output-dir", default=None, help="where the evaluator writes predictions.json")
     return p
@@ -210,7 +217,7 @@ def run_oracle(args: argparse.Namespace) -> Dict:
         out_hw = None
         for d in dicts:
             mapped = mapper(copy.deepcopy(d))
-            seg, info = decode_image(mapped, encoding, num_classes, thing_ids, cfg, ignore_label)
+            seg, info = decode_image(mapped, encoding, num_classes, thing_ids, cfg, ignore_label, args.paste_mode)
             out_hw = tuple(mapped["targets"]["sem_seg"].shape)
             # the evaluator pops "isthing" from the dicts it gets: hand it copies
             evaluator.process([mapped], [{"panoptic_seg": (seg, [dict(s) for s in info])}])
@@ -220,7 +227,7 @@ def run_oracle(args: argparse.Namespace) -> Dict:
             stats["gt_instances"] += len(things)
             stats["gt_instances_at_output"] += int(mapped["targets"]["inst_ids"].max())
             stats["pred_instances"] += sum(s["isthing"] for s in info)
-            stats["gt_segments_at_output"] += _segments_at_output(mapped, segs)
+            stats["gt_segments_at_output"] += _segments_at_output(mapped, [s for s in segs if s not in things])
         decode_s = time.perf_counter() - t0
         res = evaluator.evaluate()["panoptic_seg"]
     result = {k: float(v) for k, v in res.items()}
@@ -229,19 +236,20 @@ def run_oracle(args: argparse.Namespace) -> Dict:
         "dataset": args.dataset, "num_images": len(dicts), "encoding": args.encoding,
         "num_harmonics": args.num_harmonics if args.encoding == "pe" else None,
         "decoder": args.decoder, "grid": list(grid), "input_size": input_size,
-        "output_stride": args.output_stride, "last_output_hw": list(out_hw) if out_hw else None,
+        "output_stride": args.output_stride, "paste_mode": args.paste_mode,
+        "last_output_hw": list(out_hw) if out_hw else None,
         "postprocess": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()},
         "seconds_per_image": decode_s / max(1, len(dicts)),
     })
     return result
 
 
-def _segments_at_output(mapped: Dict, segs: List[Dict]) -> int:
+def _segments_at_output(mapped: Dict, stuff_segs: List[Dict]) -> int:
     """GT (non-crowd) segments that still own >= 1 pixel at the output resolution, counted via
-    the semantic / instance targets: instances by ``inst_ids``, stuff by class presence."""
+    the targets: instances by ``inst_ids``, stuff segments by their class's presence."""
     t = mapped["targets"]
     n_inst = int(t["inst_ids"].max())
-    stuff_cls = {s["category_id"] for s in segs if not s.get("isthing", False)}
+    stuff_cls = {s["category_id"] for s in stuff_segs}
     present = set(t["sem_seg"][t["inst_ids"] == 0].unique().tolist())
     return n_inst + len(stuff_cls & present)
 

@@ -12,9 +12,14 @@ Follows detectron2's ``tools/lazyconfig_train_net.py``:
 
 Additions over the detectron2 script: ``train.device="auto"`` picks CUDA when available, AMP in
 fp16 or bf16 (``train.amp.enabled``, ``train.amp.dtype``) on CUDA or CPU, gradient accumulation
-(``train.accumulate_steps``), gradient clipping (``train.clip_grad_norm``), CPU multi-process
-training with gloo (``--num-gpus N`` without CUDA), and ``--metrics-json`` to write the final
-evaluation results.
+(``train.accumulate_steps``, an int or ``"auto"`` = ``train.effective_batch_size`` /
+``dataloader.train.total_batch_size``, see :mod:`pe_panoptic.recipes`), gradient clipping
+(``train.clip_grad_norm``), optional ``torch.compile`` of the network (``train.compile``: False,
+True or a dict of ``torch.compile`` arguments), CPU multi-process training with gloo
+(``--num-gpus N`` without CUDA), exact resumption (the RNGs are reseeded from the iteration
+before every step, and a :class:`pe_panoptic.data.resumable.ResumableTrainLoader` continues its
+data stream at the resumed iteration), and ``--metrics-json`` to write the final evaluation
+results.
 """
 import json
 import logging
@@ -32,7 +37,15 @@ from detectron2.engine import default_argument_parser, default_setup, default_wr
 from detectron2.engine.defaults import create_ddp_model  # noqa: E402
 from detectron2.evaluation import inference_on_dataset, print_csv_format  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
-from pe_panoptic.engine import PETrainer, default_device, launch  # noqa: E402
+from pe_panoptic.engine import (  # noqa: E402
+    IterationSeedHook,
+    PETrainer,
+    ddp_kwargs,
+    default_device,
+    launch,
+    maybe_compile,
+)
+from pe_panoptic.recipes import resolve_accumulate_steps  # noqa: E402
 
 logger = logging.getLogger("detectron2")
 
@@ -72,19 +85,23 @@ def do_train(args, cfg):
     cfg.optimizer.params.model = model
     optim = instantiate(cfg.optimizer)
     train_loader = instantiate(cfg.dataloader.train)
+    accumulate_steps = resolve_accumulate_steps(cfg.train, cfg.dataloader.train.total_batch_size)
+    maybe_compile(model, cfg.train.get("compile", False))
 
     ddp = dict(cfg.train.get("ddp", {}))
-    model = create_ddp_model(model, **ddp)
+    model = create_ddp_model(model, **ddp_kwargs(device, **ddp))
     amp = cfg.train.get("amp", {})
     trainer = PETrainer(
         model, train_loader, optim,
         amp=bool(amp.get("enabled", False)), amp_dtype=amp.get("dtype", "bf16"),
-        accumulate_steps=int(cfg.train.get("accumulate_steps", 1)),
+        accumulate_steps=accumulate_steps,
         clip_grad_norm=cfg.train.get("clip_grad_norm", None), device=device,
     )
     checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    seed = cfg.train.get("seed", -1)
     trainer.register_hooks(
         [
+            IterationSeedHook(seed if seed is not None and seed >= 0 else comm.shared_random_seed()),
             hooks.IterationTimer(),
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
             hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
@@ -100,6 +117,8 @@ def do_train(args, cfg):
         start_iter = trainer.iter + 1
     else:
         start_iter = 0
+    if hasattr(train_loader, "set_start"):  # continue the data stream where the checkpoint left it
+        train_loader.set_start(start_iter * accumulate_steps)
     trainer.train(start_iter, cfg.train.max_iter)
     return model
 
@@ -112,7 +131,7 @@ def main(args):
         device = resolve_device(cfg)
         model = instantiate(cfg.model)
         model.to(device)
-        model = create_ddp_model(model)
+        model = create_ddp_model(model, **ddp_kwargs(device))
         DetectionCheckpointer(model).load(cfg.train.init_checkpoint)
         results = do_test(cfg, model)
     else:

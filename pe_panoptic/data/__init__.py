@@ -1,4 +1,6 @@
-"""Datasets: importing this package registers the built-in synthetic panoptic splits."""
+"""Datasets: importing this package registers the built-in synthetic panoptic splits and the
+NYUv2 depth splits (``nyuv2_depth_{train,test}``); COCO / Cityscapes panoptic use detectron2's
+builtin registrations."""
 from .synthetic import (  # noqa: F401  (import registers synthetic_panoptic_{train,val})
     SYNTHETIC_CATEGORIES,
     SceneConfig,
@@ -8,4 +10,6 @@ from .synthetic import (  # noqa: F401  (import registers synthetic_panoptic_{tr
     register_synthetic_panoptic,
     synthetic_panoptic_metadata,
 )
+from .errors import InvalidSampleError  # noqa: F401
 from .mapper import PanopticCentroidDatasetMapper, build_test_augmentations, build_train_augmentations  # noqa: F401
+from .nyu import NYUV2_SPLITS, load_nyuv2_depth, register_nyuv2_depth  # noqa: F401  (registers nyuv2_depth_*)

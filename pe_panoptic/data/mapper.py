@@ -1,10 +1,12 @@
-"""Dataset mapper: detectron2 panoptic dataset dict -> model input with dense training targets.
+"""Dataset mapper: detectron2 dataset dict -> model input with dense training targets.
 
 Reads the image and the panoptic PNG (``panopticapi.utils.rgb2id``), validates them against
 ``segments_info``, applies detectron2 augmentations to both (the id map as a segmentation, i.e.
 nearest interpolation), pads to the network input size and builds the targets of
 :func:`pe_panoptic.targets.panoptic_targets` at the output resolution (input * 8/14, paper
-Sec. 5.1).
+Sec. 5.1). Optionally also the depth targets of :mod:`pe_panoptic.data.depth_labels` (metric
+ground truth, or relative-disparity pseudo-labels; paper Sec. 3.4, Appendix A), augmented with
+the same transforms; depth-only datasets (NYUv2) use ``panoptic=False``.
 """
 from __future__ import annotations
 
@@ -26,6 +28,19 @@ from detectron2.utils.logger import log_every_n_seconds
 from panopticapi.utils import rgb2id
 
 from ..targets import panoptic_targets
+from .depth_labels import (
+    DEFAULT_MAX_DEPTH,
+    DEFAULT_MIN_DEPTH,
+    DEPTH_KINDS,
+    DEPTH_PNG_SCALE,
+    default_pseudo_depth_root,
+    depth_targets,
+    depth_to_disparity,
+    find_pseudo_depth_file,
+    read_disparity,
+    read_metric_depth,
+)
+from .errors import InvalidSampleError
 
 __all__ = [
     "InvalidSampleError",
@@ -43,10 +58,6 @@ logger = logging.getLogger(__name__)
 _HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 #: PIL modes a panoptic PNG may have (3 colour channels encode the id, panopticapi format)
 _PANOPTIC_PNG_MODES = ("RGB", "RGBA", "P")
-
-
-class InvalidSampleError(ValueError):
-    """A dataset sample is unusable (corrupt / inconsistent files); the message names the file."""
 
 
 def _size_hw(size, name: str) -> Tuple[int, int]:
@@ -181,12 +192,25 @@ class PanopticCentroidDatasetMapper:
         skip_invalid: on an unusable sample log a warning naming the file, count it
             (``num_skipped``, ``skipped_files``; per worker process) and return ``None`` (detectron2's
             ``MapDataset`` then draws another sample); otherwise raise.
-        with_targets: in test mode, also build ``targets`` when ``pan_seg_file_name`` is present.
-        depth_root: reserved for the depth head (not used yet).
+        with_targets: in test mode, also build ``targets`` (panoptic ones when
+            ``pan_seg_file_name`` is present; depth ones when ``depth`` is set).
+        panoptic: ``True``: panoptic targets (a ``pan_seg_file_name`` is required in training);
+            ``False``: none (depth-only datasets such as NYUv2); ``"auto"``: for the dicts that
+            have a ``pan_seg_file_name`` (mixed panoptic + depth datasets).
+        depth: ``None`` (no depth targets), ``"metric"`` (metres from the dict's
+            ``depth_file_name``) or ``"disparity"`` (relative disparity in ``[0, 1]``: the
+            pseudo-label ``<depth_root>/<image stem>.npy|.png`` if it exists, else ``1 / depth``
+            of the dict's ``depth_file_name``); see :mod:`pe_panoptic.data.depth_labels`.
+        depth_root: pseudo-label folder(s) searched in order (``"disparity"`` only). Default:
+            ``$DETECTRON2_DATASETS/<dataset_name>_depth_pseudo`` when ``dataset_name`` is set.
+        min_depth, max_depth: valid metric range (NYUv2: 0.001 and 10 m, exclusive).
+        depth_scale: depth PNG units per metre (1000: millimetres).
 
     Output dict: the input dict's keys plus ``image`` (uint8 CHW tensor, padded), ``height``,
     ``width`` (original image size), ``file_name``, ``image_id``, ``image_size_unpadded``
-    (``(h, w)`` after augmentation, before padding) and, when built, ``targets``.
+    (``(h, w)`` after augmentation, before padding) and, when built, ``targets`` (panoptic keys
+    of :func:`pe_panoptic.targets.panoptic_targets` and/or ``depth`` [h, w] float32 and
+    ``depth_valid`` [h, w] bool of :func:`pe_panoptic.data.depth_labels.depth_targets`).
     """
 
     def __init__(
@@ -207,7 +231,12 @@ class PanopticCentroidDatasetMapper:
         thing_ids: Optional[Iterable[int]] = None,
         skip_invalid: bool = False,
         with_targets: bool = False,
-        depth_root: Optional[str] = None,
+        panoptic: Union[bool, str] = True,
+        depth: Optional[str] = None,
+        depth_root: Optional[Union[str, Sequence[str]]] = None,
+        min_depth: float = DEFAULT_MIN_DEPTH,
+        max_depth: float = DEFAULT_MAX_DEPTH,
+        depth_scale: float = DEPTH_PNG_SCALE,
     ):
         self.is_train = bool(is_train)
         self.augmentations = T.AugmentationList(list(augmentations))
@@ -236,13 +265,31 @@ class PanopticCentroidDatasetMapper:
                 meta_things = set(int(v) for v in meta.thing_dataset_id_to_contiguous_id.values())
             if hasattr(meta, "stuff_classes"):
                 self.num_classes = len(meta.stuff_classes)
-            if meta_things is None and thing_ids is None:
+            if meta_things is None and thing_ids is None and panoptic is not False:
                 raise ValueError(f"dataset {dataset_name!r} has no thing_dataset_id_to_contiguous_id metadata")
         self.thing_ids = set(int(i) for i in thing_ids) if thing_ids is not None else meta_things
         self.dataset_name = dataset_name
         self.skip_invalid = bool(skip_invalid)
         self.with_targets = bool(with_targets)
-        self.depth_root = depth_root
+        if panoptic not in (True, False, "auto"):
+            raise ValueError(f"panoptic must be True, False or 'auto', got {panoptic!r}")
+        self.panoptic = panoptic
+        if depth is not None and depth not in DEPTH_KINDS:
+            raise ValueError(f"depth must be None or one of {DEPTH_KINDS}, got {depth!r}")
+        if self.is_train and panoptic is False and depth is None:
+            raise ValueError("training with panoptic=False and depth=None builds no targets")
+        if not 0 <= min_depth < max_depth:
+            raise ValueError(f"need 0 <= min_depth < max_depth, got {min_depth}, {max_depth}")
+        if not depth_scale > 0:
+            raise ValueError(f"depth_scale must be > 0, got {depth_scale}")
+        self.depth = depth
+        if depth_root is None:
+            roots = [default_pseudo_depth_root(dataset_name)] if dataset_name is not None else []
+        else:
+            single = isinstance(depth_root, (str, os.PathLike))
+            roots = [os.fspath(depth_root)] if single else [os.fspath(r) for r in depth_root]
+        self.depth_roots: List[str] = roots if depth == "disparity" else []
+        self.min_depth, self.max_depth, self.depth_scale = float(min_depth), float(max_depth), float(depth_scale)
         self.num_skipped = 0
         self.skipped_files: List[str] = []
 
@@ -286,6 +333,21 @@ class PanopticCentroidDatasetMapper:
             out.append(s)
         return out
 
+    def read_depth_label(self, d: dict, file_name: str) -> np.ndarray:
+        """Depth label of a sample at the original image size, ``[H, W]`` float32 with NaN =
+        invalid: metres (``depth="metric"``) or raw disparity (``depth="disparity"``)."""
+        gt_file = d.get("depth_file_name")
+        if self.depth == "metric":
+            if not gt_file:
+                raise InvalidSampleError(f"{file_name}: depth='metric' needs 'depth_file_name' in the dataset dict")
+            return read_metric_depth(gt_file, self.depth_scale)
+        try:
+            return read_disparity(find_pseudo_depth_file(self.depth_roots, file_name))
+        except FileNotFoundError:
+            if not gt_file:
+                raise
+        return depth_to_disparity(read_metric_depth(gt_file, self.depth_scale), self.min_depth, self.max_depth)
+
     # ------------------------------------------------------------------ mapping
     def __call__(self, dataset_dict: dict) -> Optional[dict]:
         try:
@@ -294,9 +356,9 @@ class PanopticCentroidDatasetMapper:
             if not self.skip_invalid:
                 raise
             name = dataset_dict.get("file_name", "<no file_name>")
-            logger.warning(f"skipping sample {name}: {e}")
             self.num_skipped += 1
             self.skipped_files.append(name)
+            logger.warning(f"skipping sample {name} ({self.num_skipped} skipped so far by this process): {e}")
             return None
 
     def _map(self, dataset_dict: dict) -> dict:
@@ -313,7 +375,21 @@ class PanopticCentroidDatasetMapper:
             )
 
         pan_file = d.get("pan_seg_file_name")
-        need_targets = self.is_train or (self.with_targets and pan_file is not None)
+        if self.panoptic is True:
+            need_targets = self.is_train or (self.with_targets and pan_file is not None)
+        else:
+            need_targets = (self.is_train or self.with_targets) and self.panoptic == "auto" and pan_file is not None
+        want_depth = self.depth is not None and (self.is_train or self.with_targets)
+        if self.is_train and not need_targets and not want_depth:
+            raise InvalidSampleError(f"{file_name}: no 'pan_seg_file_name' in the dataset dict, no targets to train on")
+        depth_map = None
+        if want_depth:
+            depth_map = self.read_depth_label(d, file_name)
+            if depth_map.shape != (height, width):
+                raise InvalidSampleError(
+                    f"depth label of {file_name} is {depth_map.shape[1]}x{depth_map.shape[0]} (w x h) but the "
+                    f"image is {width}x{height} (depth_file_name={d.get('depth_file_name')!r})"
+                )
         if need_targets:
             if pan_file is None:
                 raise InvalidSampleError(f"{file_name}: training needs 'pan_seg_file_name' in the dataset dict")
@@ -330,7 +406,7 @@ class PanopticCentroidDatasetMapper:
             aug_input = T.AugInput(image, sem_seg=pan_ids.astype(np.float64))
         else:
             aug_input = T.AugInput(image)
-        self.augmentations(aug_input)
+        transforms = self.augmentations(aug_input)
         image = aug_input.image
         hu, wu = image.shape[:2]
         if hu == 0 or wu == 0:
@@ -363,4 +439,11 @@ class PanopticCentroidDatasetMapper:
                 )
             except ValueError as e:
                 raise InvalidSampleError(f"{pan_file}: {e}") from e
+        if depth_map is not None:
+            # nearest interpolation (float maps go through torch's "nearest"): NaN stays invalid
+            depth_map = transforms.apply_segmentation(depth_map)
+            depth_map = np.pad(depth_map, ((0, H - hu), (0, W - wu)), mode="constant", constant_values=np.nan)
+            d.setdefault("targets", {}).update(
+                depth_targets(depth_map, self.output_size((H, W)), self.depth, self.min_depth, self.max_depth)
+            )
         return d

@@ -1,0 +1,7 @@
+# ICML Table 4: EDS, PE with L = 4 harmonics.
+# Paper: COCO PQ 48.61 (DINOv2 ViT-B, 420 x 420, 200 epochs; see ../vitb_ablation_420.py).
+from ..vitb_ablation_420 import dataloader, lr_multiplier, model, optimizer, train
+
+model.encoding = dict(name="pe", num_harmonics=4)
+train.reference = dict(table="ICML Table 4", row="EDS, PE L=4", pq=48.61)
+train.output_dir = "output/coco/ablations/icml_t4_pe_l4"

@@ -1,0 +1,49 @@
+# paper_v1's ablation setting (Sec. 5 "Training setup"; ICML Sec. 5.3 uses the same): DINOv2 ViT-B
+# (blocks 3/6/9/12, 1-indexed), 420 x 420 inputs, ONE task per batch with instances twice as likely
+# as semantics, 4 transposed-conv upsamplings (paper_v1: the decoder "upscale[s] the image to the
+# original size": output at 16/14 of the input), PE with L = 4, EDS (D = 20, w_min = 0) and void
+# regions included, TV weight 0.1, DICE weight 1 (instances). AdamW lr 5e-4, layer decay 0.6,
+# weight decay 0.05, 3 warmup epochs then cosine to 1e-6, effective batch 256, 200 epochs
+# (= 92412 iterations; paper: "200 epochs or 92K steps"), 8 x A100 in the paper.
+#
+# Batch: NUM_GPUS x BATCH_PER_GPU images per step, times train.accumulate_steps ("auto" =
+# effective batch / total batch, resolved by tools/train_net.py) = 256. On G GPUs with b images
+# each, override only `dataloader.train.total_batch_size=<G*b>` (it must divide 256);
+# max_iter stays 92412 (it depends on the effective batch only; see pe_panoptic/recipes.py).
+#
+# Backbone weights: model.backbone.weights=/path/to/dinov2_vitb14_pretrain.pth (official
+# checkpoint or timm layout); none are downloaded.
+from ..common.data.coco_panoptic import dataloader
+from ..common.models.pe_panoptic import model
+from ..common.optim import AdamW as optimizer
+from ..common.schedule import lr_multiplier
+from ..common.train import train
+from pe_panoptic.recipes import apply_recipe, make_recipe, set_input_size, use_resumable_loader
+
+NUM_GPUS = 8
+INPUT_SIZE = 420
+
+recipe = make_recipe(epochs=200, effective_batch=256, num_gpus=NUM_GPUS, max_batch_per_gpu=32,
+                     dataset="coco_2017_train_panoptic", warmup_epochs=3)
+apply_recipe(recipe, train=train, dataloader=dataloader, lr_multiplier=lr_multiplier)
+set_input_size(dataloader, INPUT_SIZE)
+use_resumable_loader(dataloader)
+
+model.backbone.model_name = "vit_base_patch14_dinov2"
+model.backbone.out_indices = (2, 5, 8, 11)
+model.decoder.in_channels = 4 * 768
+model.decoder.num_upsample = 4
+dataloader.train.mapper.output_stride = 14 / 16  # must match num_upsample (input / output size)
+model.task_probs = {"inst": 2 / 3, "sem": 1 / 3}
+model.postprocess = dict(decoder="nn", grid=(80, 80))
+
+optimizer.lr = 5e-4
+optimizer.params.layer_decay = 0.6
+lr_multiplier.min_lr = 1e-6
+
+train.amp = dict(enabled=True, dtype="bf16")
+train.compile = False
+train.seed = 0
+train.output_dir = "output/coco/vitb_ablation_420"
+train.checkpointer = dict(period=recipe.iters(10), max_to_keep=3)
+train.eval_period = recipe.iters(50)

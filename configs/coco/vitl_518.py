@@ -1,0 +1,23 @@
+# paper_v1's best single-stage model (Table 1: PQ 52.5): the ablation recipe of
+# vitb_ablation_420.py (one task per batch, instances twice as likely; 4 upsamplings; 200 epochs
+# at effective batch 256 = 92412 iterations) with DINOv2 ViT-L (blocks 5/12/18/24) at 518 x 518.
+# Batch: 8 GPUs x 16 images x 2 accumulation steps (paper: 8 x H100, "a little over 2 days").
+from .vitb_ablation_420 import dataloader, lr_multiplier, model, optimizer, train
+from pe_panoptic.recipes import apply_recipe, make_recipe, set_input_size
+
+NUM_GPUS = 8
+BATCH_PER_GPU = 16
+INPUT_SIZE = 518
+
+recipe = make_recipe(epochs=200, effective_batch=256, num_gpus=NUM_GPUS, max_batch_per_gpu=BATCH_PER_GPU,
+                     dataset="coco_2017_train_panoptic", warmup_epochs=3)
+apply_recipe(recipe, train=train, dataloader=dataloader, lr_multiplier=lr_multiplier)
+set_input_size(dataloader, INPUT_SIZE)
+
+model.backbone.model_name = "vit_large_patch14_dinov2"
+model.backbone.out_indices = (4, 11, 17, 23)
+model.decoder.in_channels = 4 * 1024
+
+train.output_dir = "output/coco/vitl_518"
+train.checkpointer = dict(period=recipe.iters(10), max_to_keep=3)
+train.eval_period = recipe.iters(50)

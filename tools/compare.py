@@ -1,0 +1,262 @@
+#!/usr/bin/env python
+"""Evaluate several configs / checkpoints on their test sets and print a side-by-side table.
+
+    python tools/compare.py \\
+        --entries pe_tiny=configs/synthetic/pe_tiny.py:output/demo/model_final.pth \\
+                  panoptic_fpn=configs/baselines/panoptic_fpn_r50_synthetic.py:output/fpn/model_final.pth \\
+        [--opts dataloader.test.num_workers=0 ...] [--threads 2] [--max-images N] [--json out.json]
+
+Each entry is ``name=config[:checkpoint]`` (no checkpoint: the freshly initialized model). For each
+model, with the config's own test loader and evaluator (``dataloader.test``,
+``dataloader.evaluator``; pe_panoptic and Panoptic FPN configs evaluate the same images with the
+same PQ / mIoU evaluators):
+
+* PQ, PQ_th, PQ_st (``COCOPanopticEvaluator``) and mIoU (semantic evaluator);
+* parameters (millions);
+* GFLOPs of one forward pass in inference mode on the first test image, counted by fvcore's
+  ``FlopCountAnalysis`` (one fused multiply-add = 1 flop, fvcore's convention), with a handle for PyTorch's fused SDPA attention (``B H Lq Lk (D + Dv)``), which
+  fvcore would otherwise skip; if the full model cannot be traced, the network alone
+  (``forward_features``) is counted and the table says so;
+* ms per image: median wall time of the model call (pre-processing, network and post-processing;
+  not data loading or evaluation) over the test images at batch 1, the first image excluded as
+  warm-up. The median is robust to load spikes on a shared machine; use ``--threads`` for
+  comparable CPU numbers.
+
+Prints a markdown table, then the results as one JSON line (last line of stdout).
+"""
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import time
+from typing import Dict, List, Optional, Sequence, Tuple
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+import pe_panoptic  # noqa: E402,F401  (registers datasets and models)
+from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
+from detectron2.config import LazyConfig, instantiate  # noqa: E402
+from detectron2.evaluation import inference_on_dataset  # noqa: E402
+from detectron2.utils.logger import setup_logger  # noqa: E402
+
+logger = logging.getLogger("pe_panoptic.compare")
+
+COLUMNS = (("PQ", "PQ"), ("PQ_th", "PQ_th"), ("PQ_st", "PQ_st"), ("mIoU", "mIoU"),
+           ("params_M", "params (M)"), ("gflops", "GFLOPs"), ("ms_per_image", "ms / image"))
+
+
+def parse_entry(spec: str) -> Tuple[str, str, Optional[str]]:
+    """``name=config[:checkpoint]`` -> ``(name, config, checkpoint or None)``."""
+    name, sep, rest = spec.partition("=")
+    if not sep or not name or not rest:
+        raise ValueError(f"--entries: expected name=config[:checkpoint], got {spec!r}")
+    config, _, ckpt = rest.partition(":")
+    if not config.endswith(".py"):
+        raise ValueError(f"--entries {spec!r}: the config must be a LazyConfig .py file, got {config!r}")
+    if not os.path.isfile(config):
+        raise FileNotFoundError(f"--entries {spec!r}: config file {config!r} not found")
+    if ckpt and not os.path.isfile(ckpt):
+        raise FileNotFoundError(f"--entries {spec!r}: checkpoint {ckpt!r} not found")
+    return name, config, ckpt or None
+
+
+def count_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def sdpa_flop_jit(inputs, outputs) -> int:
+    """fvcore handle for ``aten::scaled_dot_product_attention``: ``Q K^T`` and ``A V`` are
+    ``B H Lq Lk D`` and ``B H Lq Lk Dv`` multiply-adds."""
+    from fvcore.nn.jit_handles import get_shape
+
+    q, k, v = (get_shape(x) for x in inputs[:3])
+    batch = 1
+    for s in q[:-2]:
+        batch *= s
+    return int(batch * q[-2] * k[-2] * (q[-1] + v[-1]))
+
+
+def flatten_tensors(obj) -> List[torch.Tensor]:
+    """All tensors in a (nested) model output: dicts, lists / tuples, detectron2 ``Instances``."""
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, dict):
+        return [t for k in sorted(obj) for t in flatten_tensors(obj[k])]
+    if isinstance(obj, (list, tuple)):
+        return [t for v in obj for t in flatten_tensors(v)]
+    if hasattr(obj, "get_fields"):
+        return flatten_tensors(obj.get_fields())
+    if hasattr(obj, "tensor") and isinstance(obj.tensor, torch.Tensor):  # Boxes, BitMasks
+        return [obj.tensor]
+    return []
+
+
+class _ImageToOutputs(torch.nn.Module):
+    """Traceable view of a detectron2 model: one image tensor in, the output's tensors out (the
+    other input fields are fixed), like detectron2's ``TracingAdapter`` (not importable in v0.6
+    without caffe2)."""
+
+    def __init__(self, model: torch.nn.Module, sample: dict):
+        super().__init__()
+        self.model = model
+        self.fields = {k: v for k, v in sample.items() if k != "image" and not isinstance(v, torch.Tensor)}
+
+    def forward(self, image):
+        return tuple(flatten_tensors(self.model([dict(self.fields, image=image)])))
+
+
+class _Network(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return tuple(self.model.forward_features(x).values())
+
+
+def _fvcore_gflops(module: torch.nn.Module, inputs: tuple) -> float:
+    from fvcore.nn import FlopCountAnalysis
+
+    flops = FlopCountAnalysis(module, inputs).set_op_handle("aten::scaled_dot_product_attention", sdpa_flop_jit)
+    flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    return flops.total() / 1e9
+
+
+def count_gflops(model: torch.nn.Module, sample: dict) -> Tuple[float, str]:
+    """(GFLOPs, scope) of one inference forward on the mapped test ``sample``; scope is
+    ``"model"`` or ``"network"`` (``forward_features`` only, when the full model does not trace)."""
+    model.eval()
+    with torch.no_grad():
+        try:
+            return _fvcore_gflops(_ImageToOutputs(model, sample), (sample["image"],)), "model"
+        except Exception as e:  # data-dependent post-processing may not trace
+            if not hasattr(model, "forward_features"):
+                raise
+            logger.warning(f"full model not traceable ({type(e).__name__}: {e}); counting forward_features only")
+        images = model.preprocess_image([sample]).tensor
+        return _fvcore_gflops(_Network(model), (images,)), "network"
+
+
+class TimedModel(torch.nn.Module):
+    """Wraps a model; records the wall time of every call (CUDA-synchronized)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        self.times: List[float] = []
+        self.images = 0
+
+    def _sync(self):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+    def forward(self, inputs):
+        self._sync()
+        t0 = time.perf_counter()
+        out = self.model(inputs)
+        self._sync()
+        self.times.append((time.perf_counter() - t0) / max(1, len(inputs)))
+        self.images += len(inputs)
+        return out
+
+    def ms_per_image(self) -> float:
+        times = self.times[1:] if len(self.times) > 1 else self.times
+        return 1000.0 * statistics.median(times) if times else float("nan")
+
+
+def _limited(loader, max_images: Optional[int]):
+    if not max_images:
+        return loader
+
+    class _Limited:
+        def __len__(self):
+            return min(len(loader), max_images)
+
+        def __iter__(self):
+            for i, batch in enumerate(loader):
+                if i >= max_images:
+                    return
+                yield batch
+
+    return _Limited()
+
+
+def evaluate_entry(name: str, config: str, checkpoint: Optional[str], opts: Sequence[str] = (),
+                   device: str = "auto", max_images: Optional[int] = None) -> Dict[str, float]:
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(config), list(opts))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = instantiate(cfg.model).to(device).eval()
+    if checkpoint:
+        DetectionCheckpointer(model).load(checkpoint)
+    elif cfg.get("train", {}).get("init_checkpoint"):
+        logger.warning(f"{name}: no checkpoint given, evaluating the freshly initialized model")
+    loader = instantiate(cfg.dataloader.test)
+    first = next(iter(loader))
+    gflops, scope = count_gflops(model, first[0])
+    timed = TimedModel(model)
+    results = inference_on_dataset(timed, _limited(loader, max_images), instantiate(cfg.dataloader.evaluator))
+    pan, sem = results.get("panoptic_seg", {}), results.get("sem_seg", {})
+    return {
+        "name": name, "config": config, "checkpoint": checkpoint or "",
+        "PQ": pan.get("PQ", float("nan")), "PQ_th": pan.get("PQ_th", float("nan")),
+        "PQ_st": pan.get("PQ_st", float("nan")), "mIoU": sem.get("mIoU", float("nan")),
+        "params_M": count_params(model) / 1e6, "gflops": gflops, "gflops_scope": scope,
+        "ms_per_image": timed.ms_per_image(), "images": timed.images, "device": device,
+    }
+
+
+def format_table(rows: Sequence[Dict]) -> str:
+    """Markdown table of :func:`evaluate_entry` results."""
+    head = "| model | " + " | ".join(title for _, title in COLUMNS) + " |"
+    sep = "|---|" + "---:|" * len(COLUMNS)
+    lines = [head, sep]
+    for r in rows:
+        cells = []
+        for key, _ in COLUMNS:
+            v = r[key]
+            cell = "n/a" if v != v else (f"{v:.1f}" if key in ("PQ", "PQ_th", "PQ_st", "mIoU", "ms_per_image")
+                                         else f"{v:.2f}")
+            if key == "gflops" and r.get("gflops_scope") == "network":
+                cell += " (network)"
+            cells.append(cell)
+        lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--entries", nargs="+", required=True, help="name=config.py[:checkpoint.pth] ...")
+    p.add_argument("--opts", nargs="*", default=[], help="LazyConfig overrides applied to every entry")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--max-images", type=int, default=0, help="evaluate at most this many test images (0: all)")
+    p.add_argument("--json", default="", help="also write the results to this JSON file")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> List[Dict]:
+    args = get_parser().parse_args(argv)
+    setup_logger(name="pe_panoptic")
+    setup_logger(name="detectron2", abbrev_name="d2")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    entries = [parse_entry(e) for e in args.entries]
+    names = [e[0] for e in entries]
+    if len(set(names)) != len(names):
+        raise ValueError(f"--entries: duplicate names {names}")
+    rows = [evaluate_entry(n, c, k, args.opts, args.device, args.max_images or None) for n, c, k in entries]
+    print(format_table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+    print(json.dumps(rows))
+    return rows
+
+
+if __name__ == "__main__":
+    main()

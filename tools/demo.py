@@ -1,0 +1,319 @@
+#!/usr/bin/env python
+"""Run a pe_panoptic model on images, a folder, a dataset or a video and save pictures.
+
+Per input image ``<name>`` (file stem), in ``--output``:
+
+* ``<name>_panoptic.png``: the panoptic segmentation drawn on the image (detectron2 Visualizer);
+* ``<name>_centroids.png``: the instance embedding decoded on the uv-grid (paper Fig. 8): each
+  pixel coloured by the grid cell it decodes to (hue from u, brightness from v, void black),
+  with the decoded centroid of every thing segment drawn as a dot;
+* ``<name>_eds.png``: the Edge Distance Sampling weights (paper Eq. 5, Figs. 2 / 6) of the
+  ground-truth instances when ground truth is available (``--dataset``, or ``--gt-json`` +
+  ``--gt-root`` for a COCO panoptic JSON and PNG folder), else of the *predicted* instances (the
+  caption says which). ``D`` / ``w_min`` are the config's training values (input pixels),
+  converted to original-image pixels.
+
+``--video-input`` writes ``<name>_panoptic.mp4`` with the panoptic overlay of every frame.
+
+Images go through the config's test mapper transforms (resize, padding to a multiple of 14) and
+the model from the LazyConfig (``--weights`` checkpoint; random init without, with a warning).
+The device is CUDA when available (``--device`` to override). Progress bar over the inputs.
+
+    python tools/demo.py --config-file configs/synthetic/pe_tiny.py --weights output/demo/model_final.pth \\
+        --input 'images/*.jpg' some_folder/ --output output/vis
+    python tools/demo.py --config-file ... --dataset synthetic_panoptic_val --max-inputs 4
+    python tools/demo.py --config-file ... --video-input clip.mp4 --output output/vis
+
+The last printed line is a JSON summary (files written, EDS source per image).
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import logging
+import os
+import sys
+from typing import Dict, Iterator, List, Optional, Tuple
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import pe_panoptic  # noqa: E402,F401
+from pe_panoptic.data.mapper import read_image_8bit, read_panoptic_ids  # noqa: E402
+from pe_panoptic.export import postprocess  # noqa: E402
+from pe_panoptic.postprocess import decode_cells  # noqa: E402
+from pe_panoptic.visualize import (  # noqa: E402
+    add_caption,
+    cells_to_image_xy,
+    centroid_colors,
+    draw_centroids,
+    eds_map,
+    panoptic_overlay,
+    resize_labels,
+    segment_centroid_cells,
+    weights_to_rgb,
+)
+
+logger = logging.getLogger("pe_panoptic.demo")
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+# --------------------------------------------------------------------------------------------
+# inputs
+# --------------------------------------------------------------------------------------------
+def expand_inputs(patterns: List[str]) -> List[str]:
+    """Files, folders (their images, sorted) and glob patterns -> image paths (order kept)."""
+    out: List[str] = []
+    for p in patterns:
+        if os.path.isdir(p):
+            out += sorted(os.path.join(p, f) for f in os.listdir(p) if f.lower().endswith(IMAGE_EXTENSIONS))
+        elif os.path.isfile(p):
+            out.append(p)
+        else:
+            hits = sorted(glob.glob(os.path.expanduser(p)))
+            if not hits:
+                raise FileNotFoundError(f"--input {p!r}: no such file, folder or matching files")
+            out += [h for h in hits if os.path.isfile(h)]
+    return out
+
+
+def coco_panoptic_gt(gt_json: str, gt_root: str) -> Dict[str, Tuple[str, List[dict]]]:
+    """``{image stem: (png path, segments_info)}`` of a COCO panoptic JSON; segments get
+    ``isthing`` and a contiguous ``category_id`` (index in the JSON's category list)."""
+    with open(gt_json) as f:
+        data = json.load(f)
+    try:
+        cats = {c["id"]: (i, bool(c.get("isthing", 0))) for i, c in enumerate(data["categories"])}
+        anns = data["annotations"]
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"--gt-json {gt_json}: not a COCO panoptic JSON (missing {e})") from None
+    out = {}
+    for a in anns:
+        segs = []
+        for s in a["segments_info"]:
+            if s["category_id"] not in cats:
+                raise ValueError(f"--gt-json {gt_json}: unknown category_id {s['category_id']} in {a['file_name']}")
+            cid, thing = cats[s["category_id"]]
+            segs.append(dict(s, category_id=cid, isthing=thing))
+        out[os.path.splitext(os.path.basename(a["file_name"]))[0]] = (os.path.join(gt_root, a["file_name"]), segs)
+    return out
+
+
+def iter_inputs(args) -> List[dict]:
+    """Work items ``{"name", "file_name", "gt": (pan_ids, segments_info) or None}``."""
+    items: List[dict] = []
+    if args.dataset:
+        from detectron2.data import DatasetCatalog
+
+        if args.dataset not in DatasetCatalog.list():
+            raise SystemExit(f"--dataset {args.dataset!r} is not a registered dataset")
+        for d in DatasetCatalog.get(args.dataset):
+            gt = (d["pan_seg_file_name"], d["segments_info"]) if "pan_seg_file_name" in d else None
+            items.append({"file_name": d["file_name"], "gt": gt})
+    gt_index = coco_panoptic_gt(args.gt_json, args.gt_root) if args.gt_json else {}
+    for f in expand_inputs(args.input or []):
+        items.append({"file_name": f, "gt": gt_index.get(os.path.splitext(os.path.basename(f))[0])})
+    if args.max_inputs > 0:
+        items = items[: args.max_inputs]
+    for it in items:
+        it["name"] = os.path.splitext(os.path.basename(it["file_name"]))[0]
+    return items
+
+
+# --------------------------------------------------------------------------------------------
+# model
+# --------------------------------------------------------------------------------------------
+class Predictor:
+    """Test-mapper transforms + network + post-processing, keeping the raw instance embedding."""
+
+    def __init__(self, cfg, model, device: str):
+        from detectron2.config import instantiate
+        from detectron2.data import MetadataCatalog
+
+        self.model = model
+        self.device = device
+        self.mapper = instantiate(cfg.dataloader.test.mapper)
+        names = cfg.dataloader.test.dataset.names
+        self.metadata = MetadataCatalog.get(names if isinstance(names, str) else list(names)[0])
+        train_mapper = cfg.dataloader.get("train", {}).get("mapper", {})
+        self.eds_D = float(train_mapper.get("eds_D", 20.0))
+        self.eds_w_min = float(train_mapper.get("eds_w_min", 0.0))
+
+    def map_image(self, image: np.ndarray) -> dict:
+        """The test mapper's resize and padding on an in-memory RGB uint8 image."""
+        from detectron2.data import transforms as T
+
+        aug = T.AugInput(image)
+        self.mapper.augmentations(aug)
+        resized = aug.image
+        hu, wu = resized.shape[:2]
+        H, W = self.mapper.padded_size((hu, wu), "<input>")
+        padded = np.pad(resized, ((0, H - hu), (0, W - wu), (0, 0)))
+        return {"image": torch.as_tensor(np.ascontiguousarray(padded.transpose(2, 0, 1))), "height": image.shape[0],
+                "width": image.shape[1], "image_size_unpadded": (hu, wu)}
+
+    @torch.no_grad()
+    def __call__(self, image: np.ndarray) -> dict:
+        m = self.model
+        d = self.map_image(image)
+        x = m.preprocess_image([d]).tensor
+        outputs = m.forward_features(x)
+        res = postprocess(outputs, [d["image_size_unpadded"]], [(d["height"], d["width"])], m.encoding, m.thing_ids,
+                          m.postprocess_cfg, m.decode_at, input_hw=tuple(x.shape[-2:]))[0]
+        # decoded cells of the unpadded region at the output resolution
+        oh, ow = outputs["inst"].shape[-2:]
+        ch = max(1, round(d["image_size_unpadded"][0] * oh / x.shape[-2]))
+        cw = max(1, round(d["image_size_unpadded"][1] * ow / x.shape[-1]))
+        code, _ = decode_cells(outputs["inst"][0, :, :ch, :cw].float(), m.encoding, m.postprocess_cfg.grid)
+        res["code"] = resize_labels(code, (d["height"], d["width"]))
+        res["input_hw"] = tuple(x.shape[-2:])
+        res["resized_hw"] = d["image_size_unpadded"]
+        return res
+
+
+# --------------------------------------------------------------------------------------------
+# pictures
+# --------------------------------------------------------------------------------------------
+def centroid_picture(res: dict, grid, image_hw) -> np.ndarray:
+    colors = centroid_colors(res["code"], grid)
+    seg, info = res["panoptic_seg"]
+    ids, cells = segment_centroid_cells(seg, res["code"], info)
+    xy = cells_to_image_xy(cells, grid, res["input_hw"], res["resized_hw"], image_hw)
+    pic = draw_centroids(colors.cpu().numpy(), xy.cpu().numpy(), centroid_colors(cells, grid).cpu().numpy())
+    return add_caption(pic, f"decoded centroids ({grid[0]}x{grid[1]} grid), {len(ids)} instances")
+
+
+def eds_picture(res: dict, gt, D: float, w_min: float) -> Tuple[np.ndarray, str]:
+    """EDS weights at the original size; ``D`` in original-image pixels."""
+    if gt is not None:
+        pan, segments = gt
+        pan = read_panoptic_ids(pan) if isinstance(pan, str) else pan
+        source = "ground truth"
+    else:
+        seg, segments = res["panoptic_seg"]
+        pan = seg.cpu().numpy()
+        source = "prediction (no ground truth)"
+    w = eds_map(pan, segments, D, w_min)
+    return add_caption(weights_to_rgb(w), f"EDS weights of the {source}, D={D:.1f}px"), source
+
+
+def save_rgb(path: str, image: np.ndarray) -> str:
+    from PIL import Image
+
+    Image.fromarray(image).save(path)
+    return path
+
+
+def process_image(pred: Predictor, item: dict, out_dir: str) -> dict:
+    image = read_image_8bit(item["file_name"], "RGB")
+    res = pred(image)
+    seg, info = res["panoptic_seg"]
+    H, W = image.shape[:2]
+    grid = pred.model.postprocess_cfg.grid
+    scale = res["resized_hw"][0] / H  # input pixels per original pixel
+    files = {
+        "panoptic": save_rgb(os.path.join(out_dir, f"{item['name']}_panoptic.png"),
+                             panoptic_overlay(image, seg, info, pred.metadata)),
+        "centroids": save_rgb(os.path.join(out_dir, f"{item['name']}_centroids.png"), centroid_picture(res, grid, (H, W))),
+    }
+    if item["gt"] is not None and read_panoptic_ids(item["gt"][0]).shape != (H, W):
+        raise ValueError(f"ground truth {item['gt'][0]} does not have the size of {item['file_name']} ({W}x{H})")
+    eds, source = eds_picture(res, item["gt"], pred.eds_D / scale, pred.eds_w_min)
+    files["eds"] = save_rgb(os.path.join(out_dir, f"{item['name']}_eds.png"), eds)
+    return {"name": item["name"], "files": files, "eds_source": source, "segments": len(info),
+            "instances": sum(1 for s in info if s["isthing"])}
+
+
+def process_video(pred: Predictor, path: str, out_dir: str, max_frames: int = 0) -> dict:
+    import cv2
+    from tqdm import tqdm
+
+    cap = cv2.VideoCapture(path)
+    if not cap.isOpened():
+        raise FileNotFoundError(f"--video-input {path!r}: cannot open video")
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    name = os.path.splitext(os.path.basename(path))[0]
+    out_path = os.path.join(out_dir, f"{name}_panoptic.mp4")
+    writer, n = None, 0
+    try:
+        with tqdm(total=max_frames or total, desc=f"video {name}", unit="frame") as bar:
+            while not max_frames or n < max_frames:
+                ok, frame = cap.read()
+                if not ok:
+                    break
+                rgb = np.ascontiguousarray(frame[:, :, ::-1])
+                seg, info = pred(rgb)["panoptic_seg"]
+                vis = panoptic_overlay(rgb, seg, info, pred.metadata)
+                if writer is None:
+                    writer = cv2.VideoWriter(out_path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (vis.shape[1], vis.shape[0]))
+                writer.write(np.ascontiguousarray(vis[:, :, ::-1]))
+                n += 1
+                bar.update(1)
+    finally:
+        cap.release()
+        if writer is not None:
+            writer.release()
+    if n == 0:
+        raise ValueError(f"--video-input {path!r}: no frame could be read")
+    return {"video": out_path, "frames": n, "fps": fps}
+
+
+# --------------------------------------------------------------------------------------------
+def get_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config-file", required=True, help="LazyConfig (.py) of the model")
+    ap.add_argument("--weights", default="", help="checkpoint; random init (with a warning) if empty")
+    ap.add_argument("--input", nargs="+", help="image files, folders or glob patterns")
+    ap.add_argument("--video-input", help="a video file (cv2); writes <name>_panoptic.mp4")
+    ap.add_argument("--dataset", help="registered detectron2 panoptic dataset: its images, with ground truth")
+    ap.add_argument("--gt-json", help="COCO panoptic JSON with ground truth for --input images (by file stem)")
+    ap.add_argument("--gt-root", help="folder of the panoptic PNGs of --gt-json")
+    ap.add_argument("--max-inputs", type=int, default=0, help="process at most N images / frames (0 = all)")
+    ap.add_argument("--output", default="output/demo_vis", help="output folder")
+    ap.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1 ...")
+    ap.add_argument("--opts", nargs="*", default=[], help="key=value config overrides")
+    return ap
+
+
+def main(argv: Optional[List[str]] = None) -> dict:
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.config import LazyConfig, instantiate
+    from tqdm import tqdm
+
+    args = get_parser().parse_args(argv)
+    if not (args.input or args.video_input or args.dataset):
+        raise SystemExit("give --input, --video-input or --dataset")
+    if bool(args.gt_json) != bool(args.gt_root):
+        raise SystemExit("--gt-json and --gt-root go together")
+    if not os.path.isfile(args.config_file):
+        raise SystemExit(f"--config-file {args.config_file!r} not found")
+    items = iter_inputs(args) if (args.input or args.dataset) else []  # fail fast on bad inputs
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), list(args.opts))
+    model = instantiate(cfg.model).to(device).eval()
+    if args.weights:
+        DetectionCheckpointer(model).load(args.weights)
+    else:
+        logger.warning("no --weights: the model is randomly initialized")
+        print("[demo] warning: no --weights, the model is randomly initialized", file=sys.stderr)
+    pred = Predictor(cfg, model, device)
+    os.makedirs(args.output, exist_ok=True)
+    summary: dict = {"device": device, "images": []}
+    for item in tqdm(items, desc="images", unit="img"):
+        r = process_image(pred, item, args.output)
+        if r["eds_source"].startswith("prediction"):
+            tqdm.write(f"[demo] {item['name']}: no ground truth, EDS weights computed from the predicted instances")
+        summary["images"].append(r)
+    if args.video_input:
+        summary["video"] = process_video(pred, args.video_input, args.output, args.max_inputs)
+    print(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
