@@ -36,8 +36,8 @@ def _expected_at_outputs(d, out, resized):
     Hp, Wp = out["image"].shape[1:]
     h, w = out["targets"]["sem_seg"].shape
     ys, xs = output_sample_indices(Hp, h), output_sample_indices(Wp, w)
-    if resized:  # detectron2 ResizeTransform on a float map = torch nearest: floor(dst * in / out)
-        oy, ox = np.floor(ys * (H0 / hu)).astype(int), np.floor(xs * (W0 / wu)).astype(int)
+    if resized:  # labels follow the image's PIL resize with NEAREST: src = floor((dst + 0.5) * in / out)
+        oy, ox = np.floor((ys + 0.5) * (H0 / hu)).astype(int), np.floor((xs + 0.5) * (W0 / wu)).astype(int)
     else:
         oy, ox = ys, xs
     inside = (ys < hu)[:, None] & (xs < wu)[None, :]
@@ -114,12 +114,11 @@ def test_coco_test_resize_classes_and_centroids(coco):
         pan, ids = _expected_at_outputs(d, out, resized=True)
         _check_classes_and_void(d, out, ids)
         # centroid = mean pixel position of the instance in the resized map; the resized map is
-        # rebuilt here with numpy (torch nearest: src = floor(dst * in / out))
+        # rebuilt here independently: PIL's NEAREST resize of the int32 id map (what the image
+        # resize does to pixel positions)
         Hp, Wp = out["image"].shape[1:]
         H0, W0 = pan.shape
-        ry = np.floor(np.arange(hu) * (H0 / hu)).astype(int)
-        rx = np.floor(np.arange(wu) * (W0 / wu)).astype(int)
-        resized = pan[ry][:, rx]
+        resized = np.asarray(Image.fromarray(pan.astype(np.int32), mode="I").resize((wu, hu), Image.NEAREST))
         uv = out["targets"]["inst_uv"].numpy()
         valid = out["targets"]["inst_valid"].numpy()
         sy, sx = hu / H0, wu / W0

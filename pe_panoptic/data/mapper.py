@@ -169,6 +169,27 @@ def check_segment_ids(pan_ids: np.ndarray, segments_info: Sequence[dict], file_n
         )
 
 
+def source_index_image(height: int, width: int, file_name: str = "") -> np.ndarray:
+    """``[H, W, 3]`` uint8 image whose pixel encodes ``1 + its linear index`` (0 = no source)."""
+    n = height * width
+    if n + 1 >= 1 << 24:
+        raise InvalidSampleError(f"{file_name}: {width}x{height} image is too large (> 2^24 pixels) for the label map")
+    idx = np.arange(1, n + 1, dtype=np.uint32).reshape(height, width)
+    return np.stack((idx & 255, (idx >> 8) & 255, (idx >> 16) & 255), axis=-1).astype(np.uint8)
+
+
+def decode_source_index(rgb: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`source_index_image` after augmentation: linear source index, -1 = none."""
+    rgb = rgb.astype(np.int64)
+    return rgb[..., 0] + (rgb[..., 1] << 8) + (rgb[..., 2] << 16) - 1
+
+
+def gather_source(values: np.ndarray, src_idx: np.ndarray, fill) -> np.ndarray:
+    """``values`` (source image grid) sampled at ``src_idx`` (-1 -> ``fill``)."""
+    out = values.reshape(-1)[np.clip(src_idx, 0, None)]
+    return np.where(src_idx >= 0, out, fill).astype(values.dtype, copy=False)
+
+
 class PanopticCentroidDatasetMapper:
     """Map a detectron2 panoptic dataset dict to the model input (see module docstring).
 
@@ -401,13 +422,18 @@ class PanopticCentroidDatasetMapper:
                 )
             segments = self.segments_with_isthing(d.get("segments_info", []), file_name)
             check_segment_ids(pan_ids, segments, pan_file)
-            # ids < 2^24 are exact in float64; detectron2's resize of a non-uint8 segmentation
-            # goes through torch's nearest interpolation, which has no integer kernel
-            aug_input = T.AugInput(image, sem_seg=pan_ids.astype(np.float64))
         else:
-            aug_input = T.AugInput(image)
+            pan_ids = None
+        # Labels follow the image through the augmentations as a map of source-pixel indices
+        # encoded in a uint8 RGB image: detectron2 resizes uint8 maps with PIL's NEAREST, which
+        # samples pixel centres like the image resize (its float path, torch's legacy "nearest",
+        # is half a pixel off), and panoptic ids and depth are then gathered from the very same
+        # source pixels.
+        src = source_index_image(height, width, file_name) if (pan_ids is not None or depth_map is not None) else None
+        aug_input = T.AugInput(image, sem_seg=src)
         transforms = self.augmentations(aug_input)
         image = aug_input.image
+        src_idx = decode_source_index(aug_input.sem_seg) if src is not None else None
         hu, wu = image.shape[:2]
         if hu == 0 or wu == 0:
             raise InvalidSampleError(f"image {file_name} ({width}x{height}) has an empty size after augmentation")
@@ -431,7 +457,7 @@ class PanopticCentroidDatasetMapper:
         d["image_id"] = d.get("image_id", os.path.splitext(os.path.basename(file_name))[0])
         d["image_size_unpadded"] = (hu, wu)
         if need_targets:
-            pan = np.rint(aug_input.sem_seg).astype(np.int64)
+            pan = gather_source(pan_ids, src_idx, 0)
             pan = np.pad(pan, ((0, H - hu), (0, W - wu)), mode="constant", constant_values=0)
             try:
                 d["targets"] = panoptic_targets(
@@ -440,8 +466,7 @@ class PanopticCentroidDatasetMapper:
             except ValueError as e:
                 raise InvalidSampleError(f"{pan_file}: {e}") from e
         if depth_map is not None:
-            # nearest interpolation (float maps go through torch's "nearest"): NaN stays invalid
-            depth_map = transforms.apply_segmentation(depth_map)
+            depth_map = gather_source(depth_map, src_idx, np.nan)
             depth_map = np.pad(depth_map, ((0, H - hu), (0, W - wu)), mode="constant", constant_values=np.nan)
             d.setdefault("targets", {}).update(
                 depth_targets(depth_map, self.output_size((H, W)), self.depth, self.min_depth, self.max_depth)
