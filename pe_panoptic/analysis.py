@@ -42,7 +42,7 @@ import math
 import os
 import re
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -61,6 +61,7 @@ __all__ = [
     "relative_improvement",
     "panoptic_json_predictions",
     "segments_with_contiguous_ids",
+    "segments_with_isthing",
 ]
 
 
@@ -296,6 +297,14 @@ def segments_with_contiguous_ids(segments: Iterable[Mapping], metadata) -> List[
         else:
             raise ValueError(f"segment {s.get('id')}: category_id {cat} is not a category of the dataset")
     return out
+
+
+def segments_with_isthing(segments: Iterable[Mapping], metadata) -> List[dict]:
+    """Ground-truth ``segments_info`` (contiguous ids) with ``isthing`` added where missing
+    (detectron2's Cityscapes panoptic dicts have none): ``category_id`` among the contiguous ids
+    of ``metadata.thing_dataset_id_to_contiguous_id``."""
+    things = set(int(v) for v in metadata.thing_dataset_id_to_contiguous_id.values())
+    return [dict(s) if "isthing" in s else dict(s, isthing=int(s["category_id"]) in things) for s in segments]
 
 
 def panoptic_json_predictions(pred_json: str, pred_dir: str) -> Dict[str, dict]:

@@ -67,6 +67,34 @@ def _validate_out_indices(out_indices, depth: int, model_name: str) -> tuple:
     return idx
 
 
+def sincos_2d(grid_h: int, grid_w: int, dim: int, temperature: float = 10000.0) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position embedding ``[grid_h * grid_w, dim]`` (row-major): the first
+    half of the channels encodes x, the second half y, each as ``(sin(p w_k), cos(p w_k))`` with
+    ``w_k = temperature^(-k / (dim / 4))``."""
+    if dim % 4:
+        raise ValueError(f"sincos_2d: dim must be a multiple of 4, got {dim}")
+    omega = temperature ** (-torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
+    y, x = torch.meshgrid(torch.arange(grid_h, dtype=torch.float64), torch.arange(grid_w, dtype=torch.float64),
+                          indexing="ij")
+    parts = []
+    for p in (x.reshape(-1), y.reshape(-1)):
+        ang = p[:, None] * omega[None]
+        parts += [ang.sin(), ang.cos()]
+    return torch.cat(parts, dim=1).float()
+
+
+@torch.no_grad()
+def init_sincos_pos_embed(vit) -> None:
+    """Set a timm ViT's patch position embeddings to :func:`sincos_2d` (prefix tokens: 0)."""
+    gh, gw = vit.patch_embed.grid_size
+    pe = vit.pos_embed
+    n_prefix = pe.shape[1] - gh * gw
+    if n_prefix < 0:
+        raise ValueError(f"pos_embed has {pe.shape[1]} positions, fewer than the {gh}x{gw} patch grid")
+    pe[:, n_prefix:] = sincos_2d(gh, gw, pe.shape[-1]).to(pe.dtype)
+    pe[:, :n_prefix] = 0
+
+
 class DINOv2Backbone(Backbone):
     """DINOv2 ViT returning ``{"dino1": .., "dinoK": ..}``: the outputs of blocks
     ``out_indices`` (0-indexed), each ``[B, embed_dim, H/14, W/14]``.
@@ -84,6 +112,10 @@ class DINOv2Backbone(Backbone):
         norm_outputs: apply the ViT's final LayerNorm to every returned block output (as the
             DINOv2 / Depth-Anything dense heads do).
         fused_attn: use PyTorch SDPA in attention (set False e.g. for exporters lacking SDPA).
+        pos_embed_init: ``"random"`` (timm's initialization) or ``"sincos"``: start the (still
+            learned) position embedding from fixed 2-D sine-cosine values, as MAE does. Only used
+            without ``weights``; it lets a ViT trained from scratch (the CPU demo) localize
+            objects from the first iteration instead of having to learn positions first.
         model_kwargs: extra / overriding ``timm.create_model`` arguments, e.g.
             ``dict(depth=4, embed_dim=96, num_heads=3)`` for a tiny model trained from scratch.
     """
@@ -99,6 +131,7 @@ class DINOv2Backbone(Backbone):
         grad_checkpointing: bool = False,
         norm_outputs: bool = True,
         fused_attn: bool = True,
+        pos_embed_init: str = "random",
         model_kwargs: Optional[Mapping] = None,
     ):
         super().__init__()
@@ -125,8 +158,12 @@ class DINOv2Backbone(Backbone):
         self.embed_dim = int(self.vit.embed_dim)
         self.norm_outputs = bool(norm_outputs)
 
+        if pos_embed_init not in ("random", "sincos"):
+            raise ValueError(f"pos_embed_init must be 'random' or 'sincos', got {pos_embed_init!r}")
         if weights:
             load_backbone_weights(self.vit, weights)  # before pruning: checkpoints hold all blocks
+        elif pos_embed_init == "sincos":
+            init_sincos_pos_embed(self.vit)
         self.vit.prune_intermediate_layers(list(self.out_indices), prune_norm=not self.norm_outputs, prune_head=True)
         self.num_layers = len(self.vit.blocks)
 

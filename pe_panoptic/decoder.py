@@ -66,8 +66,8 @@ def _concat(features: Features) -> torch.Tensor:
     maps = list(features.values()) if isinstance(features, Mapping) else list(features)
     if not maps:
         raise ValueError("TransposedConvDecoder: no feature maps given")
-    sizes = {tuple(m.shape[-2:]) for m in maps}
-    if len(sizes) != 1 or any(m.dim() != 4 for m in maps):
+    # compare sizes pairwise (under torch.jit.trace the shape entries are tensors, not ints)
+    if any(m.dim() != 4 for m in maps) or not all(m.shape[-2:] == maps[0].shape[-2:] for m in maps):
         raise ValueError(
             f"TransposedConvDecoder: feature maps must be [B, C, h, w] with one spatial size, got "
             f"{[tuple(m.shape) for m in maps]}"

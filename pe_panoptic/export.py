@@ -2,8 +2,8 @@
 
 What is exported is the **network**: DINOv2 encoder -> transposed-conv decoder -> task heads
 (:class:`ExportableNetwork`). Input: ``image [B, 3, H, W]`` float32, RGB, normalized with the
-model's ``pixel_mean`` / ``pixel_std`` and zero-padded so that H and W are multiples of 14
-(:func:`preprocess`). Outputs, at ``8/14`` of the input (the decoder's output stride):
+model's ``pixel_mean`` / ``pixel_std``, padded at the bottom / right with black (pixel value 0,
+as the dataset mapper pads) so that H and W are multiples of 14 (:func:`preprocess`). Outputs, at ``8/14`` of the input (the decoder's output stride):
 ``sem_logits [B, N, h, w]``, ``inst [B, C, h, w]`` (the instance code, e.g. PE with ``C = 4L``)
 and, for models with a depth head, ``depth [B, 1, h, w]``. Sizes are fixed or dynamic (batch,
 H and W dynamic; any multiple of 14 works because timm resamples the ViT position embedding at
@@ -11,8 +11,9 @@ run time).
 
 The **post-processing** is the separate torch function :func:`postprocess` (any device):
 it crops each image's unpadded region from the outputs, decodes the panoptic segmentation with
-:func:`pe_panoptic.postprocess.panoptic_from_outputs` and pastes it at the original image size,
-exactly as ``PixelCentroidHead.inference`` does (same results, checked in the tests).
+:func:`pe_panoptic.postprocess.panoptic_from_outputs` and pastes it at the original image size:
+the computation of ``PixelCentroidHead.inference`` (identical results, checked in the tests),
+given the unpadded (resized) image sizes.
 It is not inside the exported graph: the panoptic decoding is data-dependent throughout (the
 number of candidate cells and segments, ``torch.unique`` with counts, a Cluster-NMS fixed-point
 loop whose number of passes depends on the data, ``segments_info`` as a list of dicts).
@@ -25,7 +26,7 @@ transforms for the resize, not the model code).
 
 ONNX: the legacy TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``) at opset
 18. The default dynamo exporter of torch 2.14 needs the ``onnxscript`` package (not installed
-here); pass ``dynamo=True`` to :func:`export_onnx` where it is. timm resamples the position
+here, so that path is untested); pass ``dynamo=True`` to :func:`export_onnx` where it is. timm resamples the position
 embedding with antialiased bicubic interpolation (``aten::_upsample_bicubic2d_aa``), which the
 legacy exporter does not know; :func:`register_onnx_symbolics` maps it to ONNX ``Resize``
 (opset 18: ``antialias=1``, ``cubic_coeff_a=-0.5``, ``exclude_outside=1``, ``half_pixel``), which
@@ -50,7 +51,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .encoding import BinEncoding, CentroidEncoding, PositionalEncoding, build_encoding
-from .postprocess import PostProcessConfig, panoptic_from_outputs, resize_panoptic
+from .postprocess import PostProcessConfig, panoptic_from_outputs, resize_panoptic  # noqa: F401
+from .postprocess import batch_results as postprocess  # the documented post-processing of exported outputs
 
 __all__ = [
     "ONNX_OPSET",
@@ -83,7 +85,9 @@ class ExportableNetwork(nn.Module):
         super().__init__()
         for attr in ("backbone", "decoder", "heads"):
             if not hasattr(model, attr):
-                raise TypeError(f"ExportableNetwork needs a PixelCentroidHead-like model with .{attr}, got {type(model).__name__}")
+                raise TypeError(
+                    f"ExportableNetwork needs a PixelCentroidHead-like model with .{attr}, got {type(model).__name__}"
+                )
         self.backbone = model.backbone
         self.decoder = model.decoder
         self.heads = model.heads
@@ -159,10 +163,13 @@ def trace_size(net: ExportableNetwork, height: int, width: int, dynamic: bool) -
 
 @contextlib.contextmanager
 def _quiet_tracing():
-    """Silence the deprecation notices of ``torch.jit.trace`` (the documented export path here)
-    and the tracer's shape warnings (sizes come from the input: the trace stays generic)."""
+    """Silence the deprecation notices of ``torch.jit.trace`` and of the legacy ONNX exporter (the
+    documented export paths here) and the tracer's shape warnings (sizes come from the input:
+    the trace stays generic)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.trace", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=r".*legacy TorchScript-based ONNX", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=r"The feature will be removed", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         yield
 
@@ -202,6 +209,11 @@ def export_onnx(
     x = _example(net, trace_size(net, height, width, dynamic))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if dynamo:
+        import importlib.util
+
+        if importlib.util.find_spec("onnxscript") is None:
+            raise ImportError("export_onnx(dynamo=True) needs the 'onnxscript' package (pip install onnxscript); "
+                              "the default legacy exporter (dynamo=False) does not")
         shapes = None
         if dynamic:
             d = torch.export.Dim
@@ -291,69 +303,6 @@ def preprocess(
     return (batch - mean) / std, sizes
 
 
-def postprocess(
-    outputs: Mapping[str, torch.Tensor],
-    image_sizes: Sequence[Tuple[int, int]],
-    original_sizes: Sequence[Tuple[int, int]],
-    encoding: CentroidEncoding,
-    thing_ids: Sequence[int],
-    cfg: Optional[PostProcessConfig] = None,
-    decode_at: str = "output",
-    input_hw: Optional[Tuple[int, int]] = None,
-) -> List[Dict]:
-    """Raw network outputs of a batch -> detectron2 results, as ``PixelCentroidHead.inference``.
-
-    Args:
-        outputs: ``sem_logits [B, N, h, w]``, ``inst [B, C, h, w]`` and optionally
-            ``depth [B, 1, h, w]`` for a padded input ``[B, 3, H, W]`` with ``h / H = 8 / 14``
-            (torch tensors on any device; convert onnxruntime's numpy arrays with
-            ``torch.from_numpy``).
-        image_sizes: unpadded (resized) ``(h, w)`` of every image in the network input.
-        original_sizes: ``(height, width)`` to paste each result at (the original image).
-        encoding, thing_ids, cfg: as :func:`pe_panoptic.postprocess.panoptic_from_outputs`.
-        decode_at: ``"output"`` decodes at the output resolution and pastes the panoptic map
-            at the original size (:func:`pe_panoptic.postprocess.resize_panoptic`); ``"image"`` upsamples logits and code first.
-        input_hw: padded network input size ``(H, W)``; default ``(h, w) * 14 / 8``.
-
-    Returns per image ``{"sem_seg": [N, H, W] probabilities, "panoptic_seg": (seg [H, W] int32,
-    segments_info), "depth": [H, W]}`` (depth only if present in ``outputs``).
-    """
-    if decode_at not in ("output", "image"):
-        raise ValueError(f"decode_at must be 'output' or 'image', got {decode_at!r}")
-    for k in ("sem_logits", "inst"):
-        if k not in outputs or outputs[k].dim() != 4:
-            raise ValueError(f"outputs[{k!r}] must be a [B, C, h, w] tensor")
-    sem_all, inst_all = outputs["sem_logits"], outputs["inst"]
-    B = sem_all.shape[0]
-    if len(image_sizes) != B or len(original_sizes) != B:
-        raise ValueError(f"got {len(image_sizes)} image_sizes and {len(original_sizes)} original_sizes for a batch of {B}")
-    out_h, out_w = inst_all.shape[-2:]
-    pad_h, pad_w = input_hw if input_hw is not None else (round(out_h * 14 / 8), round(out_w * 14 / 8))
-    sy, sx = out_h / pad_h, out_w / pad_w
-    results = []
-    for i in range(B):
-        ih, iw = image_sizes[i]
-        height, width = (int(v) for v in original_sizes[i])
-        ch = max(1, int(round(ih * sy)))
-        cw = max(1, int(round(iw * sx)))
-        sem = sem_all[i, :, :ch, :cw].float()
-        inst = inst_all[i, :, :ch, :cw].float()
-        sem_full = F.interpolate(sem[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-        res = {"sem_seg": sem_full.softmax(0)}
-        if decode_at == "image":
-            inst_full = F.interpolate(inst[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-            seg, info = panoptic_from_outputs(sem_full, inst_full, encoding, thing_ids, cfg)
-        else:
-            seg, info = panoptic_from_outputs(sem, inst, encoding, thing_ids, cfg)
-            seg, info = resize_panoptic(seg, info, (height, width))
-        res["panoptic_seg"] = (seg, info)
-        if outputs.get("depth") is not None:
-            d = outputs["depth"][i, :, :ch, :cw].float()
-            res["depth"] = F.interpolate(d[None], size=(height, width), mode="bilinear", align_corners=False)[0, 0]
-        results.append(res)
-    return results
-
-
 class OnnxPanopticPredictor:
     """Panoptic segmentation with an exported ONNX network (onnxruntime) + :func:`postprocess`.
 
@@ -385,7 +334,9 @@ class OnnxPanopticPredictor:
 
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"OnnxPanopticPredictor expects an RGB uint8 [H, W, 3] array, got {image.dtype} {image.shape}")
+            raise ValueError(
+                f"OnnxPanopticPredictor expects an RGB uint8 [H, W, 3] array, got {image.dtype} {image.shape}"
+            )
         inp = self.meta["input"]
         height, width = image.shape[:2]
         if inp.get("resize_longest"):
@@ -394,8 +345,14 @@ class OnnxPanopticPredictor:
             image = aug.image
         chw = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         x, sizes = preprocess([chw], inp["pixel_mean"], inp["pixel_std"], inp["size_divisibility"])
-        if not inp.get("dynamic", True) and tuple(x.shape[-2:]) != (inp["height"], inp["width"]):
-            x = F.pad(x, (0, inp["width"] - x.shape[-1], 0, inp["height"] - x.shape[-2]))
+        if not inp.get("dynamic", True):  # fixed graph: pad (normalized black) to its size
+            fh, fw = int(inp["height"]), int(inp["width"])
+            if x.shape[-2] > fh or x.shape[-1] > fw:
+                raise ValueError(f"image resized to {tuple(x.shape[-2:])} does not fit the fixed ONNX input {fh}x{fw}")
+            black = (-torch.tensor(inp["pixel_mean"]) / torch.tensor(inp["pixel_std"])).view(1, -1, 1, 1)
+            canvas = black.expand(1, x.shape[1], fh, fw).clone()
+            canvas[..., : x.shape[-2], : x.shape[-1]] = x
+            x = canvas
         arrays = self.session.run(None, {inp["name"]: x.numpy()})
         outputs = {n: torch.from_numpy(a) for n, a in zip(self.meta["outputs"], arrays)}
         return postprocess(outputs, sizes, [(height, width)], self.encoding, self.meta["thing_ids"], self.cfg,

@@ -23,7 +23,7 @@ from detectron2.structures import ImageList
 from .decoder import PixelHeads
 from .encoding import CentroidEncoding, build_encoding
 from .losses import PixelCentroidCriterion
-from .postprocess import PostProcessConfig, panoptic_from_outputs, resize_panoptic
+from .postprocess import PostProcessConfig, batch_results
 
 __all__ = ["PixelCentroidHead", "TASKS"]
 
@@ -252,32 +252,12 @@ class PixelCentroidHead(nn.Module):
     # ------------------------------------------------------------------------------------
     @torch.no_grad()
     def inference(self, outputs, batched_inputs, images: ImageList):
-        results = []
-        pad_h, pad_w = images.tensor.shape[-2:]
-        out_h, out_w = outputs["inst"].shape[-2:]
-        sy, sx = out_h / pad_h, out_w / pad_w
-        for i, (x, img_hw) in enumerate(zip(batched_inputs, images.image_sizes)):
-            # region of the output that corresponds to the unpadded (resized) image
-            ch = max(1, int(round(img_hw[0] * sy)))
-            cw = max(1, int(round(img_hw[1] * sx)))
-            height = x.get("height", img_hw[0])
-            width = x.get("width", img_hw[1])
-            sem = outputs["sem_logits"][i, :, :ch, :cw].float()
-            inst = outputs["inst"][i, :, :ch, :cw].float()
-            res = {}
-            sem_full = F.interpolate(sem[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-            res["sem_seg"] = sem_full.softmax(0)
-            if self.decode_at == "image":
-                inst_full = F.interpolate(inst[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-                seg, info = panoptic_from_outputs(sem_full, inst_full, self.encoding, self.thing_ids, self.postprocess_cfg)
-            else:
-                seg, info = panoptic_from_outputs(sem, inst, self.encoding, self.thing_ids, self.postprocess_cfg)
-                # centre-aligned nearest (the targets sample output pixel centres the same way)
-                seg, info = resize_panoptic(seg, info, (height, width))
-            res["panoptic_seg"] = (seg, info)
-            if self.depth and "depth" in outputs:
-                d = outputs["depth"][i, :, :ch, :cw].float()
-                res["depth"] = F.interpolate(d[None], size=(height, width), mode="bilinear", align_corners=False)[0, 0]
-            results.append(res)
-        return results
-
+        """detectron2 results at each image's original size. The mapper may already have padded
+        an image (to a multiple of 14 or a fixed size): only its ``image_size_unpadded`` region
+        of the output is pasted back."""
+        sizes = [tuple(x.get("image_size_unpadded", hw)) for x, hw in zip(batched_inputs, images.image_sizes)]
+        originals = [(x.get("height", hw[0]), x.get("width", hw[1])) for x, hw in zip(batched_inputs, sizes)]
+        if not self.depth:
+            outputs = {k: v for k, v in outputs.items() if k != "depth"}
+        return batch_results(outputs, sizes, originals, self.encoding, self.thing_ids, self.postprocess_cfg,
+                             decode_at=self.decode_at, input_hw=tuple(images.tensor.shape[-2:]))

@@ -92,6 +92,7 @@ __all__ = [
     "panoptic_from_outputs",
     "naive_decode",
     "resize_panoptic",
+    "batch_results",
 ]
 
 DECODERS = ("nn", "vote", "painter")
@@ -310,21 +311,32 @@ def _relabel(inst_map: torch.Tensor, num: int, ndist: torch.Tensor, min_area: fl
     return lut[inst_map], scores
 
 
+def _cell_counts(code: torch.Tensor, num_cells: int, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Per-cell pixel count (or sum of ``weights``) of a code map, void (``-1``) excluded:
+    one ``bincount`` of ``code + 1`` (no boolean-mask gather)."""
+    w = None if weights is None else weights.reshape(-1)
+    return torch.bincount(code.reshape(-1) + 1, weights=w, minlength=num_cells + 1)[1:]
+
+
+def _paint_cells(code: torch.Tensor, num_cells: int, cells: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Label map: pixels of cell ``cells[i]`` get ``labels[i]``, all other pixels (void, other
+    cells) 0, through a look-up table indexed by ``code + 1``."""
+    lut = torch.zeros(num_cells + 1, dtype=torch.long, device=code.device)
+    lut[cells + 1] = labels
+    return lut[code + 1]
+
+
 def _nn_instances(code, ndist, cfg):
     gh, gw = cfg.grid
-    valid = code >= 0
-    cand, inverse, counts = torch.unique(code[valid], return_inverse=True, return_counts=True)
-    # rank by area (desc); unique() sorts codes ascending and the sort is stable -> ties by code
+    counts_all = _cell_counts(code, gh * gw)
+    cand = torch.nonzero(counts_all).squeeze(1)  # occupied cells, ascending
+    counts = counts_all[cand]
+    # rank by area (desc); candidates are in ascending cell order and the sort is stable -> ties by code
     order = torch.sort(counts, descending=True, stable=True).indices
-    rank_of = torch.empty_like(order)
-    rank_of[order] = torch.arange(order.numel(), device=order.device)
     cells = torch.stack((cand[order] // gw, cand[order] % gw), 1)
     keep, parent = grid_nms(cells, cfg.merge_radius, cfg.grid)
     new_id = torch.cumsum(keep.long(), 0)  # 1..M at kept ranks
-    label_of_rank = new_id[parent]
-    inst_map = torch.zeros_like(code)
-    inst_map[valid] = label_of_rank[rank_of[inverse]]
-    return inst_map, int(keep.sum())
+    return _paint_cells(code, gh * gw, cand[order], new_id[parent]), int(keep.sum())
 
 
 def _vote_instances(code, ndist, cfg):
@@ -332,7 +344,7 @@ def _vote_instances(code, ndist, cfg):
     h, w = code.shape
     dev = code.device
     valid = code >= 0
-    hist = torch.bincount(code[valid], minlength=gh * gw).float().view(1, 1, gh, gw)
+    hist = _cell_counts(code, gh * gw).float().view(1, 1, gh, gw)
     votes = hist
     k = cfg.vote_smooth_kernel
     if k > 1:
@@ -365,17 +377,16 @@ def _vote_instances(code, ndist, cfg):
 def _painter_instances(code, ndist, cfg):
     gh, gw = cfg.grid
     dev = code.device
-    valid = code >= 0
-    cand, inverse, counts = torch.unique(code[valid], return_inverse=True, return_counts=True)
+    counts_all = _cell_counts(code, gh * gw)
+    cand = torch.nonzero(counts_all).squeeze(1)  # occupied cells, ascending
+    counts = counts_all[cand]
     K = cand.numel()
     if K == 0:
         return torch.zeros_like(code), 0
     # mask_k = union of the cell groups within painter_cell_radius of k; its area and distance
     # sum are box sums of the per-cell histograms (no K x K matrix over all candidates)
     r = cfg.painter_cell_radius
-    hist = torch.zeros(2, gh * gw, dtype=torch.float64, device=dev)
-    hist[0].index_add_(0, cand, counts.double())
-    hist[1].index_add_(0, code[valid], ndist[valid].double())
+    hist = torch.stack((counts_all.double(), _cell_counts(code, gh * gw, ndist.double())))
     ones = torch.ones(1, 1, 2 * r + 1, 2 * r + 1, dtype=torch.float64, device=dev)
     box = F.conv2d(hist.view(2, 1, gh, gw), ones, padding=r).view(2, -1)[:, cand]  # exact sums
     area_all, score_all = box[0], 1.0 - box[1] / box[0]
@@ -410,9 +421,7 @@ def _painter_instances(code, ndist, cfg):
     used[owner[has_owner]] = True
     lut = torch.cumsum(used.long(), 0)
     group_label = torch.where(has_owner, lut[owner], torch.zeros_like(owner))
-    inst_map = torch.zeros_like(code)
-    inst_map[valid] = group_label[inverse]
-    return inst_map, int(used.sum())
+    return _paint_cells(code, gh * gw, cand, group_label), int(used.sum())
 
 
 _DECODER_FNS = {"nn": _nn_instances, "vote": _vote_instances, "painter": _painter_instances}
@@ -449,6 +458,33 @@ def _thing_mask(thing_ids, num_classes: int, device) -> torch.Tensor:
     return mask
 
 
+def _logsumexp0(x: torch.Tensor, x_max: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """``torch.logsumexp(x, 0)`` of ``x [N, ...]`` given ``x_max = x.amax(0)``, with the same
+    arithmetic (shift by the max, or by 0 where it is infinite). On CPU the shifted
+    exponentials are summed ``chunk`` pixels at a time, so the ``N x chunk`` temporary stays in
+    cache instead of allocating a full copy of ``x`` (~1.5x faster, identical values)."""
+    shift = torch.where(x_max.abs() == math.inf, torch.zeros_like(x_max), x_max)
+    if x.device.type != "cpu":
+        return (x - shift).exp_().sum(0).log_().add_(shift)
+    xf, sf = x.reshape(x.shape[0], -1), shift.reshape(-1)
+    out = torch.empty_like(sf)
+    for a in range(0, sf.numel(), chunk):
+        torch.sum((xf[:, a : a + chunk] - sf[a : a + chunk]).exp_(), 0, out=out[a : a + chunk])
+    return out.log_().add_(sf).view_as(shift)
+
+
+def _select_classes(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``x[idx]`` for sorted class indices: a view when they are a contiguous range (COCO and
+    Cityscapes things are), else an advanced-indexing gather (CPU ``index_select`` over the
+    leading dim is pathologically slow)."""
+    n = idx.numel()
+    if n:
+        lo, hi = int(idx[0]), int(idx[-1])
+        if hi - lo + 1 == n:
+            return x[lo : hi + 1]
+    return x[idx]
+
+
 def merge_instances_and_semantics(
     inst_map: torch.Tensor,
     inst_scores: torch.Tensor,
@@ -473,8 +509,10 @@ def merge_instances_and_semantics(
     M = int(inst_scores.numel())
     is_thing_cls = _thing_mask(thing_ids, N, dev)
     sem = sem_logits.float()
-    lse = torch.logsumexp(sem, 0)
-    full_arg = sem.argmax(0)
+    # max(0) gives the first index of the maximum like argmax(0), and is several times faster on
+    # CPU; the log-sum-exp reuses the max (same arithmetic as torch.logsumexp)
+    full_max, full_arg = sem.max(0)
+    lse = _logsumexp0(sem, full_max)
     pix_thing = is_thing_cls[full_arg]
     flat_inst = inst_map.reshape(-1)
     # --- things: majority vote of the thing-restricted argmax; thing fraction; score
@@ -482,10 +520,17 @@ def merge_instances_and_semantics(
     cls = torch.zeros(M, dtype=torch.long, device=dev)
     inst_score = torch.zeros(M, device=dev)
     if M and bool(is_thing_cls.any()):
+        # thing-restricted argmax of the instance pixels. Where the full argmax is a thing class
+        # it is also the first maximum among the things, so only instance pixels whose full
+        # argmax is stuff need the restricted search.
         thing_idx = torch.nonzero(is_thing_cls).squeeze(1)
-        thing_arg = thing_idx[sem.index_select(0, thing_idx).argmax(0)].reshape(-1)
-        fg = flat_inst > 0
-        votes = torch.bincount((flat_inst[fg] - 1) * N + thing_arg[fg], minlength=M * N).view(M, N)
+        thing_arg = full_arg.reshape(-1).clone()
+        redo = torch.nonzero((flat_inst > 0) & ~pix_thing.reshape(-1)).squeeze(1)
+        if redo.numel():
+            cols = _select_classes(sem.reshape(N, -1)[:, redo], thing_idx)
+            thing_arg[redo] = thing_idx[cols.max(0).indices]
+        # bins (instance, class); instance 0 (no instance) takes the first N bins, dropped
+        votes = torch.bincount(flat_inst * N + thing_arg, minlength=(M + 1) * N)[N:].view(M, N)
         cls = votes.argmax(1)
         area = torch.bincount(flat_inst, minlength=M + 1)[1:].clamp_min(1)
         n_thing = torch.bincount(flat_inst, weights=pix_thing.reshape(-1).double(), minlength=M + 1)[1:]
@@ -500,9 +545,10 @@ def merge_instances_and_semantics(
     pan = inst_lut[inst_map]
     # --- stuff: full argmax where it is stuff and no kept instance claims the pixel
     stuff_pix = (pan == 0) & ~pix_thing
-    st_area = torch.bincount(full_arg[stuff_pix], minlength=N)
-    st_prob = torch.exp(sem.gather(0, full_arg[None])[0] - lse)
-    st_psum = torch.bincount(full_arg[stuff_pix], weights=st_prob[stuff_pix].double(), minlength=N)
+    st_bin = torch.where(stuff_pix, full_arg, torch.full_like(full_arg, N)).reshape(-1)  # N = not stuff
+    st_area = torch.bincount(st_bin, minlength=N + 1)[:N]
+    st_prob = torch.exp(full_max - lse)  # probability of the argmax class
+    st_psum = torch.bincount(st_bin, weights=st_prob.reshape(-1).double(), minlength=N + 1)[:N]
     st_keep = (st_area > 0) & (st_area >= min_stuff_area * h * w) & ~is_thing_cls
     st_lut = torch.zeros(N, dtype=torch.long, device=dev)
     st_lut[st_keep] = torch.arange(num_th + 1, num_th + 1 + int(st_keep.sum()), device=dev)
@@ -645,3 +691,70 @@ def resize_panoptic(
     areas = area[ids].tolist() if ids.numel() else []
     infos = [dict(s, area=a) for s, a in zip(segments_info, areas) if a > 0]
     return out, infos
+
+
+def batch_results(
+    outputs: Mapping[str, torch.Tensor],
+    image_sizes: Sequence[Tuple[int, int]],
+    original_sizes: Sequence[Tuple[int, int]],
+    encoding: CentroidEncoding,
+    thing_ids: Sequence[int],
+    cfg: Optional[PostProcessConfig] = None,
+    decode_at: str = "output",
+    input_hw: Optional[Tuple[int, int]] = None,
+) -> List[Dict]:
+    """Raw network outputs of a batch -> detectron2 results, used by ``PixelCentroidHead.inference``
+    and for exported networks (``pe_panoptic.export.postprocess``).
+
+    Args:
+        outputs: ``sem_logits [B, N, h, w]``, ``inst [B, C, h, w]`` and optionally
+            ``depth [B, 1, h, w]`` for a padded input ``[B, 3, H, W]`` with ``h / H = 8 / 14``
+            (torch tensors on any device; convert onnxruntime's numpy arrays with
+            ``torch.from_numpy``).
+        image_sizes: unpadded (resized) ``(h, w)`` of every image in the network input.
+        original_sizes: ``(height, width)`` to paste each result at (the original image).
+        encoding, thing_ids, cfg: as :func:`pe_panoptic.postprocess.panoptic_from_outputs`.
+        decode_at: ``"output"`` decodes at the output resolution and pastes the panoptic map
+            at the original size (:func:`pe_panoptic.postprocess.resize_panoptic`); ``"image"``
+            upsamples logits and code first.
+        input_hw: padded network input size ``(H, W)``; default ``(h, w) * 14 / 8``.
+
+    Returns per image ``{"sem_seg": [N, H, W] probabilities, "panoptic_seg": (seg [H, W] int32,
+    segments_info), "depth": [H, W]}`` (depth only if present in ``outputs``).
+    """
+    if decode_at not in ("output", "image"):
+        raise ValueError(f"decode_at must be 'output' or 'image', got {decode_at!r}")
+    for k in ("sem_logits", "inst"):
+        if k not in outputs or outputs[k].dim() != 4:
+            raise ValueError(f"outputs[{k!r}] must be a [B, C, h, w] tensor")
+    sem_all, inst_all = outputs["sem_logits"], outputs["inst"]
+    B = sem_all.shape[0]
+    if len(image_sizes) != B or len(original_sizes) != B:
+        raise ValueError(
+            f"got {len(image_sizes)} image_sizes and {len(original_sizes)} original_sizes for a batch of {B}"
+        )
+    out_h, out_w = inst_all.shape[-2:]
+    pad_h, pad_w = input_hw if input_hw is not None else (round(out_h * 14 / 8), round(out_w * 14 / 8))
+    sy, sx = out_h / pad_h, out_w / pad_w
+    results = []
+    for i in range(B):
+        ih, iw = image_sizes[i]
+        height, width = (int(v) for v in original_sizes[i])
+        ch = max(1, int(round(ih * sy)))
+        cw = max(1, int(round(iw * sx)))
+        sem = sem_all[i, :, :ch, :cw].float()
+        inst = inst_all[i, :, :ch, :cw].float()
+        sem_full = F.interpolate(sem[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+        res = {"sem_seg": sem_full.softmax(0)}
+        if decode_at == "image":
+            inst_full = F.interpolate(inst[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+            seg, info = panoptic_from_outputs(sem_full, inst_full, encoding, thing_ids, cfg)
+        else:
+            seg, info = panoptic_from_outputs(sem, inst, encoding, thing_ids, cfg)
+            seg, info = resize_panoptic(seg, info, (height, width))
+        res["panoptic_seg"] = (seg, info)
+        if outputs.get("depth") is not None:
+            d = outputs["depth"][i, :, :ch, :cw].float()
+            res["depth"] = F.interpolate(d[None], size=(height, width), mode="bilinear", align_corners=False)[0, 0]
+        results.append(res)
+    return results

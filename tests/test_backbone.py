@@ -1,4 +1,5 @@
 """DINOv2 backbone (pe_panoptic/backbone.py) and checkpoint loading (pe_panoptic/checkpoint.py)."""
+import math
 import re
 
 import pytest
@@ -266,3 +267,21 @@ def test_missing_unexpected_and_shape_errors(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         load_backbone_weights(tiny().vit, str(tmp_path / "nope.pth"))
+
+
+def test_sincos_pos_embed_init():
+    from pe_panoptic.backbone import DINOv2Backbone, sincos_2d
+
+    emb = sincos_2d(2, 3, 8)
+    assert emb.shape == (6, 8)
+    # position (row 1, col 2): x = 2, y = 1; omega = (1, 1/100) for dim 8
+    want = torch.tensor([math.sin(2), math.sin(0.02), math.cos(2), math.cos(0.02),
+                         math.sin(1), math.sin(0.01), math.cos(1), math.cos(0.01)])
+    assert torch.allclose(emb[5], want, atol=1e-6)
+    bb = DINOv2Backbone("vit_small_patch14_dinov2", out_indices=(0,), img_size=56, pos_embed_init="sincos",
+                        model_kwargs=dict(embed_dim=48, depth=1, num_heads=2))
+    pe = bb.vit.pos_embed[0]
+    assert torch.allclose(pe[1:], sincos_2d(4, 4, 48)) and torch.all(pe[0] == 0)
+    with pytest.raises(ValueError, match="pos_embed_init"):
+        DINOv2Backbone("vit_small_patch14_dinov2", out_indices=(0,), img_size=56, pos_embed_init="rope",
+                       model_kwargs=dict(embed_dim=48, depth=1, num_heads=2))

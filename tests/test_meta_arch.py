@@ -95,3 +95,19 @@ def test_output_stride_mismatch_is_reported():
                               thing_ids=[0, 1]).train()
     with pytest.raises(ValueError, match="output_stride must be 0.875"):
         model([sample()])
+
+
+def test_inference_pastes_only_the_unpadded_region():
+    """A mapper that already padded the image (to a multiple of 14) reports image_size_unpadded:
+    only that region of the output may be stretched to the original size."""
+    import torch.nn.functional as F
+
+    model = tiny_model().eval()
+    img = torch.zeros(3, 56, 70, dtype=torch.uint8)
+    img[:, :42, :56] = torch.randint(0, 255, (3, 42, 56), dtype=torch.uint8)  # 42x56 image + black pad
+    out = model([{"image": img, "height": 84, "width": 112, "image_size_unpadded": (42, 56)}])[0]
+    with torch.no_grad():
+        raw = model.forward_features(model.preprocess_image([{"image": img}]).tensor)
+    crop = raw["sem_logits"][0, :, :24, :32]  # 42 x 56 input -> 24 x 32 output (8 / 14)
+    want = F.interpolate(crop[None], size=(84, 112), mode="bilinear", align_corners=False)[0].softmax(0)
+    assert torch.allclose(out["sem_seg"], want, atol=1e-5)

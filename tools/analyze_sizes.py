@@ -47,6 +47,7 @@ from pe_panoptic.analysis import (  # noqa: E402
     panoptic_json_predictions,
     relative_improvement,
     segments_with_contiguous_ids,
+    segments_with_isthing,
 )
 from pe_panoptic.data.mapper import read_panoptic_ids  # noqa: E402
 
@@ -65,7 +66,9 @@ def parse_model_spec(spec: str) -> Tuple[str, str, str]:
     return name, parts[0], parts[1]
 
 
-def dump_predictions(config_file: str, weights: str, dataset: str, out_dir: str, opts: Sequence[str]) -> Tuple[str, str]:
+def dump_predictions(
+    config_file: str, weights: str, dataset: str, out_dir: str, opts: Sequence[str]
+) -> Tuple[str, str]:
     """Run a LazyConfig model on ``dataset``; write PNGs + ``predictions.json`` (COCO panoptic,
     dataset category ids) to ``out_dir``. Returns ``(json_path, png_dir)``."""
     import torch
@@ -130,16 +133,18 @@ def collect_ious(gt_dicts: Sequence[dict], preds: Dict[str, dict], meta, model: 
         keys = (str(d.get("image_id")), os.path.splitext(os.path.basename(d["file_name"]))[0])
         ann = next((preds[k] for k in keys if k in preds), None)
         if ann is None:
-            raise KeyError(f"model {model!r}: no prediction for image {d['file_name']} (image_id {d.get('image_id')})")
+            raise ValueError(f"model {model!r}: no prediction for image {d['file_name']} (image_id {d.get('image_id')})")
         gt = read_panoptic_ids(d["pan_seg_file_name"])
         pred = read_panoptic_ids(ann["png_path"])
-        res = instance_ious(gt, d["segments_info"], pred, segments_with_contiguous_ids(ann["segments_info"], meta),
+        res = instance_ious(gt, segments_with_isthing(d["segments_info"], meta),
+                            pred, segments_with_contiguous_ids(ann["segments_info"], meta),
                             name=os.path.basename(ann["png_path"]), **match_kw)
         areas.append(res.areas)
         ious.append(res.ious)
         matched.append(res.matched)
-    cat = lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt)  # noqa: E731
-    return cat(areas, np.float64), cat(ious, np.float64), cat(matched, bool)
+    if not areas:
+        return np.zeros(0), np.zeros(0), np.zeros(0, bool)
+    return np.concatenate(areas), np.concatenate(ious), np.concatenate(matched)
 
 
 def bin_labels(bins: Sequence[float]) -> List[str]:

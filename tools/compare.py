@@ -15,8 +15,9 @@ same PQ / mIoU evaluators):
 * parameters (millions);
 * GFLOPs of one forward pass in inference mode on the first test image, counted by fvcore's
   ``FlopCountAnalysis`` (one fused multiply-add = 1 flop, fvcore's convention), with a handle for PyTorch's fused SDPA attention (``B H Lq Lk (D + Dv)``), which
-  fvcore would otherwise skip; if the full model cannot be traced, the network alone
-  (``forward_features``) is counted and the table says so;
+  fvcore would otherwise skip; a model that fvcore cannot trace (data-dependent Python in its
+  forward) is counted by ``torch.utils.flop_counter.FlopCounterMode`` instead (no tracing; same
+  convention), marked with ``*`` in the table;
 * ms per image: median wall time of the model call (pre-processing, network and post-processing;
   not data loading or evaluation) over the test images at batch 1, the first image excluded as
   warm-up. The median is robust to load spikes on a shared machine; use ``--threads`` for
@@ -109,15 +110,6 @@ class _ImageToOutputs(torch.nn.Module):
         return tuple(flatten_tensors(self.model([dict(self.fields, image=image)])))
 
 
-class _Network(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return tuple(self.model.forward_features(x).values())
-
-
 def _fvcore_gflops(module: torch.nn.Module, inputs: tuple) -> float:
     from fvcore.nn import FlopCountAnalysis
 
@@ -126,19 +118,29 @@ def _fvcore_gflops(module: torch.nn.Module, inputs: tuple) -> float:
     return flops.total() / 1e9
 
 
+def _torch_gflops(fn, *args) -> float:
+    """GFLOPs by PyTorch's dispatch-level ``FlopCounterMode`` (no tracing), halved to fvcore's
+    convention (it counts a multiply-add as 2 flops)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn(*args)
+    return counter.get_total_flops() / 2e9
+
+
 def count_gflops(model: torch.nn.Module, sample: dict) -> Tuple[float, str]:
-    """(GFLOPs, scope) of one inference forward on the mapped test ``sample``; scope is
-    ``"model"`` or ``"network"`` (``forward_features`` only, when the full model does not trace)."""
+    """(GFLOPs, counter) of one inference forward on the mapped test ``sample``: fvcore on the
+    traced model (counter ``"fvcore"``); if the model cannot be traced (data-dependent Python in
+    its forward), PyTorch's ``FlopCounterMode`` in fvcore's convention (``"torch"``)."""
     model.eval()
     with torch.no_grad():
         try:
-            return _fvcore_gflops(_ImageToOutputs(model, sample), (sample["image"],)), "model"
-        except Exception as e:  # data-dependent post-processing may not trace
-            if not hasattr(model, "forward_features"):
-                raise
-            logger.warning(f"full model not traceable ({type(e).__name__}: {e}); counting forward_features only")
-        images = model.preprocess_image([sample]).tensor
-        return _fvcore_gflops(_Network(model), (images,)), "network"
+            return _fvcore_gflops(_ImageToOutputs(model, sample), (sample["image"],)), "fvcore"
+        except Exception as e:
+            logger.warning(f"fvcore cannot trace the model ({type(e).__name__}: {str(e)[:200]}); "
+                           "counting with torch.utils.flop_counter instead")
+        return _torch_gflops(model, [sample]), "torch"
 
 
 class TimedModel(torch.nn.Module):
@@ -205,7 +207,7 @@ def evaluate_entry(name: str, config: str, checkpoint: Optional[str], opts: Sequ
         "name": name, "config": config, "checkpoint": checkpoint or "",
         "PQ": pan.get("PQ", float("nan")), "PQ_th": pan.get("PQ_th", float("nan")),
         "PQ_st": pan.get("PQ_st", float("nan")), "mIoU": sem.get("mIoU", float("nan")),
-        "params_M": count_params(model) / 1e6, "gflops": gflops, "gflops_scope": scope,
+        "params_M": count_params(model) / 1e6, "gflops": gflops, "flop_counter": scope,
         "ms_per_image": timed.ms_per_image(), "images": timed.images, "device": device,
     }
 
@@ -215,16 +217,20 @@ def format_table(rows: Sequence[Dict]) -> str:
     head = "| model | " + " | ".join(title for _, title in COLUMNS) + " |"
     sep = "|---|" + "---:|" * len(COLUMNS)
     lines = [head, sep]
+    note = any(r.get("flop_counter") == "torch" for r in rows)
     for r in rows:
         cells = []
         for key, _ in COLUMNS:
             v = r[key]
             cell = "n/a" if v != v else (f"{v:.1f}" if key in ("PQ", "PQ_th", "PQ_st", "mIoU", "ms_per_image")
                                          else f"{v:.2f}")
-            if key == "gflops" and r.get("gflops_scope") == "network":
-                cell += " (network)"
+            if key == "gflops" and r.get("flop_counter") == "torch":
+                cell += "*"
             cells.append(cell)
         lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+    if note:
+        lines.append("\n\\* counted with torch.utils.flop_counter (fvcore could not trace the model), "
+                     "in fvcore's convention (1 multiply-add = 1 flop)")
     return "\n".join(lines)
 
 

@@ -34,7 +34,7 @@ import json
 import logging
 import os
 import sys
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -42,6 +42,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import pe_panoptic  # noqa: E402,F401
+from pe_panoptic.analysis import segments_with_isthing  # noqa: E402
 from pe_panoptic.data.mapper import read_image_8bit, read_panoptic_ids  # noqa: E402
 from pe_panoptic.export import postprocess  # noqa: E402
 from pe_panoptic.postprocess import decode_cells  # noqa: E402
@@ -104,15 +105,18 @@ def coco_panoptic_gt(gt_json: str, gt_root: str) -> Dict[str, Tuple[str, List[di
 
 
 def iter_inputs(args) -> List[dict]:
-    """Work items ``{"name", "file_name", "gt": (pan_ids, segments_info) or None}``."""
+    """Work items ``{"name", "file_name", "gt": (panoptic PNG path, segments_info) or None}``."""
     items: List[dict] = []
     if args.dataset:
-        from detectron2.data import DatasetCatalog
+        from detectron2.data import DatasetCatalog, MetadataCatalog
 
         if args.dataset not in DatasetCatalog.list():
             raise SystemExit(f"--dataset {args.dataset!r} is not a registered dataset")
+        meta = MetadataCatalog.get(args.dataset)
         for d in DatasetCatalog.get(args.dataset):
-            gt = (d["pan_seg_file_name"], d["segments_info"]) if "pan_seg_file_name" in d else None
+            gt = None
+            if "pan_seg_file_name" in d:
+                gt = (d["pan_seg_file_name"], segments_with_isthing(d["segments_info"], meta))
             items.append({"file_name": d["file_name"], "gt": gt})
     gt_index = coco_panoptic_gt(args.gt_json, args.gt_root) if args.gt_json else {}
     for f in expand_inputs(args.input or []):
@@ -187,11 +191,11 @@ def centroid_picture(res: dict, grid, image_hw) -> np.ndarray:
     return add_caption(pic, f"decoded centroids ({grid[0]}x{grid[1]} grid), {len(ids)} instances")
 
 
-def eds_picture(res: dict, gt, D: float, w_min: float) -> Tuple[np.ndarray, str]:
-    """EDS weights at the original size; ``D`` in original-image pixels."""
+def eds_picture(res: dict, gt: Optional[Tuple[np.ndarray, List[dict]]], D: float, w_min: float):
+    """EDS weights at the original size (of ``gt = (pan_ids, segments_info)`` when given, else of
+    the prediction) and their source; ``D`` in original-image pixels."""
     if gt is not None:
         pan, segments = gt
-        pan = read_panoptic_ids(pan) if isinstance(pan, str) else pan
         source = "ground truth"
     else:
         seg, segments = res["panoptic_seg"]
@@ -218,11 +222,15 @@ def process_image(pred: Predictor, item: dict, out_dir: str) -> dict:
     files = {
         "panoptic": save_rgb(os.path.join(out_dir, f"{item['name']}_panoptic.png"),
                              panoptic_overlay(image, seg, info, pred.metadata)),
-        "centroids": save_rgb(os.path.join(out_dir, f"{item['name']}_centroids.png"), centroid_picture(res, grid, (H, W))),
+        "centroids": save_rgb(os.path.join(out_dir, f"{item['name']}_centroids.png"),
+                              centroid_picture(res, grid, (H, W))),
     }
-    if item["gt"] is not None and read_panoptic_ids(item["gt"][0]).shape != (H, W):
-        raise ValueError(f"ground truth {item['gt'][0]} does not have the size of {item['file_name']} ({W}x{H})")
-    eds, source = eds_picture(res, item["gt"], pred.eds_D / scale, pred.eds_w_min)
+    gt = None
+    if item["gt"] is not None:
+        gt = (read_panoptic_ids(item["gt"][0]), item["gt"][1])
+        if gt[0].shape != (H, W):
+            raise ValueError(f"ground truth {item['gt'][0]} does not have the size of {item['file_name']} ({W}x{H})")
+    eds, source = eds_picture(res, gt, pred.eds_D / scale, pred.eds_w_min)
     files["eds"] = save_rgb(os.path.join(out_dir, f"{item['name']}_eds.png"), eds)
     return {"name": item["name"], "files": files, "eds_source": source, "segments": len(info),
             "instances": sum(1 for s in info if s["isthing"])}
@@ -250,7 +258,8 @@ def process_video(pred: Predictor, path: str, out_dir: str, max_frames: int = 0)
                 seg, info = pred(rgb)["panoptic_seg"]
                 vis = panoptic_overlay(rgb, seg, info, pred.metadata)
                 if writer is None:
-                    writer = cv2.VideoWriter(out_path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (vis.shape[1], vis.shape[0]))
+                    fourcc = cv2.VideoWriter_fourcc(*"mp4v")
+                    writer = cv2.VideoWriter(out_path, fourcc, fps, (vis.shape[1], vis.shape[0]))
                 writer.write(np.ascontiguousarray(vis[:, :, ::-1]))
                 n += 1
                 bar.update(1)

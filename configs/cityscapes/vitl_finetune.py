@@ -22,6 +22,8 @@ model.dataset_name = "cityscapes_fine_panoptic_train"
 model.tasks = ("sem", "inst")
 model.task_probs = None
 model.postprocess = dict(decoder="nn", grid=MODEL_GRID)
+model.decoder.num_upsample = 3
+dataloader.train.mapper.output_stride = 14 / 8  # must match num_upsample (input / output size)
 model.backbone.grad_checkpointing = True
 
 train.init_checkpoint = "output/coco/vitl_stage2/model_final.pth"

@@ -1,5 +1,5 @@
 # paper_v1's best single-stage model (Table 1: PQ 52.5): the ablation recipe of
-# vitb_ablation_420.py (one task per batch, instances twice as likely; 4 upsamplings; 200 epochs
+# vitb_ablation_420.py (one task per batch, instances twice as likely; ICML decoder; 200 epochs
 # at effective batch 256 = 92412 iterations) with DINOv2 ViT-L (blocks 5/12/18/24) at 518 x 518.
 # Batch: 8 GPUs x 16 images x 2 accumulation steps (paper: 8 x H100, "a little over 2 days").
 from .vitb_ablation_420 import dataloader, lr_multiplier, model, optimizer, train

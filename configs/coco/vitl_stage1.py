@@ -33,6 +33,7 @@ model.backbone.grad_checkpointing = False
 model.decoder.in_channels = 4 * 1024
 model.decoder.width = 256
 model.decoder.num_upsample = 3
+dataloader.train.mapper.output_stride = 14 / 8  # must match num_upsample (input / output size)
 model.tasks = ("inst",)
 model.task_probs = None
 model.postprocess = dict(decoder="nn", grid=(80, 80))
