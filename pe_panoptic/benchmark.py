@@ -55,6 +55,7 @@ __all__ = [
     "count_macs",
     "ForwardFeatures",
     "build_benchmark_model",
+    "scaled_scene_config",
     "synthetic_panoptic_sample",
     "noisy_outputs",
     "training_inputs",
@@ -260,34 +261,45 @@ def build_benchmark_model(
 # --------------------------------------------------------------------------------------------
 
 
-def synthetic_panoptic_sample(
-    size: Tuple[int, int], seed: int = 0, *, num_classes: int = 133, num_things: int = 80,
-    min_instances: int = 10, max_instances: int = 25,
-) -> Tuple[np.ndarray, np.ndarray, List[dict]]:
-    """One procedural panoptic scene ``(image uint8 [H, W, 3], pan_ids int64 [H, W],
-    segments_info)`` with COCO-like contiguous classes: each thing segment gets a class in
-    ``[0, num_things)``, each stuff segment one in ``[num_things, num_classes)`` (seeded).
-    Instance sizes scale with the image (``render_scene`` is tuned for 168 px)."""
-    from .data.synthetic import SceneConfig, render_scene, synthetic_panoptic_metadata
+def scaled_scene_config(size: Tuple[int, int], min_instances: int = 10, max_instances: int = 25):
+    """A :class:`pe_panoptic.data.synthetic.SceneConfig` whose lengths (tuned for 168 px images)
+    scale with ``min(size)``, with a COCO-like 10-25 instances."""
+    from .data.synthetic import SceneConfig
 
-    h, w = (int(v) for v in size)
-    if h < 32 or w < 32:
-        raise ValueError(f"synthetic scene size must be >= 32 x 32, got {size}")
-    if not 0 < num_things < num_classes:
-        raise ValueError(f"need 0 < num_things < num_classes, got {num_things}, {num_classes}")
-    s = min(h, w) / 168.0
-    scene = SceneConfig(
+    s = min(size) / 168.0
+    return SceneConfig(
         min_instances=min_instances, max_instances=max_instances, min_size=8.0 * s, max_size=48.0 * s,
         crowd_part_size=(5.0 * s, 10.0 * s), crowd_spread=(6.0 * s, 14.0 * s),
         void_radius=(8.0 * s, 32.0 * s), min_visible_area=int(16 * s * s),
     )
+
+
+def synthetic_panoptic_sample(
+    size: Tuple[int, int], seed: int = 0, *, num_classes: int = 133, num_things: int = 80,
+    thing_ids: Optional[Sequence[int]] = None, min_instances: int = 10, max_instances: int = 25,
+) -> Tuple[np.ndarray, np.ndarray, List[dict]]:
+    """One procedural panoptic scene ``(image uint8 [H, W, 3], pan_ids int64 [H, W],
+    segments_info)`` with contiguous classes: each thing segment gets a random class of
+    ``thing_ids`` (default ``0 .. num_things - 1``, COCO-like), each stuff segment one of the
+    other classes of ``0 .. num_classes - 1`` (seeded). Instance sizes scale with the image
+    (``render_scene`` is tuned for 168 px)."""
+    from .data.synthetic import render_scene, synthetic_panoptic_metadata
+
+    h, w = (int(v) for v in size)
+    if h < 32 or w < 32:
+        raise ValueError(f"synthetic scene size must be >= 32 x 32, got {size}")
+    thing_cls = sorted({int(t) for t in (range(num_things) if thing_ids is None else thing_ids)})
+    stuff_cls = sorted(set(range(num_classes)) - set(thing_cls))
+    if not thing_cls or not stuff_cls or thing_cls[0] < 0 or thing_cls[-1] >= num_classes:
+        raise ValueError(f"need thing classes (num_things / thing_ids) and stuff classes in "
+                         f"[0, num_classes={num_classes}), got things {thing_cls[:8]}")
     rng = np.random.default_rng(seed)
-    sample = render_scene(rng, (h, w), scene)
+    sample = render_scene(rng, (h, w), scaled_scene_config((h, w), min_instances, max_instances))
     things = set(synthetic_panoptic_metadata()["thing_dataset_id_to_contiguous_id"])
     segments = []
     for seg in sample.segments_info:
         isthing = seg["category_id"] in things
-        cat = int(rng.integers(0, num_things)) if isthing else int(rng.integers(num_things, num_classes))
+        cat = int(rng.choice(thing_cls if isthing else stuff_cls))
         segments.append(dict(seg, category_id=cat, isthing=isthing))
     return sample.image, sample.panoptic.astype(np.int64), segments
 
@@ -310,12 +322,14 @@ def noisy_outputs(
 
 
 def training_inputs(
-    batch: int, size: int, *, num_classes: int = 133, num_things: int = 80, output_stride: float = 14 / 8,
-    seed: int = 0, distinct: int = 2,
+    batch: int, size: int, *, num_classes: int = 133, num_things: int = 80, thing_ids: Optional[Sequence[int]] = None,
+    output_stride: float = 14 / 8, seed: int = 0, distinct: int = 2, depth: bool = False,
 ) -> List[dict]:
     """``batch`` mapped training samples (``image`` uint8 ``[3, size, size]`` + ``targets`` of
-    :func:`pe_panoptic.targets.panoptic_targets` at ``round(size / output_stride)``), cycling over
+    :func:`pe_panoptic.targets.panoptic_targets` at ``round(size / output_stride)``, plus metric
+    ``depth`` / ``depth_valid`` targets of a synthetic 1-9 m ramp when ``depth``), cycling over
     ``distinct`` synthetic scenes (rendering big scenes is slow)."""
+    from .data.depth_labels import depth_targets
     from .targets import panoptic_targets
 
     if batch < 1 or size < 32:
@@ -323,8 +337,12 @@ def training_inputs(
     out_hw = (int(round(size / output_stride)),) * 2
     scenes = []
     for i in range(min(batch, max(1, distinct))):
-        image, pan, segs = synthetic_panoptic_sample((size, size), seed + i, num_classes=num_classes, num_things=num_things)
+        image, pan, segs = synthetic_panoptic_sample((size, size), seed + i, num_classes=num_classes,
+                                                     num_things=num_things, thing_ids=thing_ids)
         t = panoptic_targets(pan, segs, input_hw=(size, size), output_hw=out_hw)
+        if depth:
+            ramp = np.linspace(1.0, 9.0, size, dtype=np.float32)[:, None].repeat(size, 1)
+            t.update(depth_targets(ramp, out_hw, "metric"))
         scenes.append({"image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
                        "height": size, "width": size, "targets": t})
     return [scenes[i % len(scenes)] for i in range(batch)]

@@ -158,8 +158,6 @@ class PixelCentroidHead(nn.Module):
         self.size_divisibility = int(getattr(backbone, "size_divisibility", 14) or 14)
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
-        # torch.Generator for task sampling: deterministic given the global seed.
-        self._task_gen = None
 
     @property
     def device(self):
@@ -186,13 +184,14 @@ class PixelCentroidHead(nn.Module):
 
     # ------------------------------------------------------------------------------------
     def sample_tasks(self) -> set:
+        """The tasks of this batch. With ``task_probs``, one task drawn from torch's global RNG,
+        which ``IterationSeedHook`` reseeds every iteration from (seed, iteration): the draw is
+        reproducible, identical after ``--resume``."""
         if self.task_probs is None:
             return set(self.tasks)
-        if self._task_gen is None:
-            self._task_gen = torch.Generator().manual_seed(int(torch.initial_seed()) % (2**31))
         names = list(self.task_probs)
         probs = torch.tensor([self.task_probs[n] for n in names], dtype=torch.float)
-        return {names[int(torch.multinomial(probs, 1, generator=self._task_gen))]}
+        return {names[int(torch.multinomial(probs, 1))]}
 
     def batch_targets(self, batched_inputs: List[dict], out_hw, in_hw) -> Dict[str, torch.Tensor]:
         """Stack the per-image targets, padding each to the batch's output size.

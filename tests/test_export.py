@@ -236,7 +236,7 @@ def test_export_tool(tmp_path, capsys):
     spec.loader.exec_module(tool)
     opts = ["model.backbone.model_kwargs.embed_dim=48", "model.backbone.model_kwargs.depth=2",
             "model.backbone.model_kwargs.num_heads=2", "model.backbone.out_indices=[0,1]",
-            "model.decoder.in_channels=96", "model.decoder.width=16"]
+            "model.decoder.in_channels=96", "model.decoder.width=16", "model.encoding.num_harmonics=3"]
     res = tool.main(["--config-file", str(ROOT / "configs/synthetic/pe_tiny.py"), "--output", str(tmp_path),
                      "--check", "--opts"] + opts)
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -247,6 +247,6 @@ def test_export_tool(tmp_path, capsys):
     for diffs in printed["max_abs_diff"].values():
         assert set(diffs) == {"168x168", "182x196"} and max(diffs.values()) < 1e-4
     meta = json.loads((tmp_path / "model.export.json").read_text())
-    assert meta["encoding"] == {"name": "pe", "num_harmonics": 4}
+    assert meta["encoding"] == {"name": "pe", "num_harmonics": 3}  # the override reached the export
     assert meta["thing_ids"] == [0, 1, 2, 3] and meta["input"]["resize_longest"] == 168
     assert meta["postprocess"]["grid"] == [48, 48] and meta["outputs"] == ["sem_logits", "inst"]

@@ -29,6 +29,10 @@ Examples (the figures of the note)::
     python tools/benchmark.py postprocess --size 420 --grid 80 80
     python tools/benchmark.py data --sizes 420 1008
     python tools/benchmark.py train --backbone vit_large_patch14_dinov2 --size 616 --batch 8 --dtype bf16
+    python tools/benchmark.py train --config-file configs/coco/vitl_stage3.py --batch 4 --dtype bf16
+
+CPU timings on a shared machine: ``--threads 1`` gives the most stable ratios (with several
+threads, a descheduled OpenMP thread stalls every parallel op).
 """
 from __future__ import annotations
 
@@ -42,7 +46,7 @@ import pstats
 import sys
 import tempfile
 import time
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -51,9 +55,6 @@ import torch  # noqa: E402
 
 import pe_panoptic  # noqa: E402,F401  (registers datasets and the meta-architecture)
 from pe_panoptic import benchmark as B  # noqa: E402
-
-logger = logging.getLogger("pe_panoptic.benchmark")
-
 
 # ------------------------------------------------------------------------------------------------
 # common
@@ -87,12 +88,38 @@ def _check_size(size: int, name: str = "--size", div: int = 14) -> int:
 
 
 def _model_from_args(args, prefix: str = "") -> torch.nn.Module:
-    get = lambda k: getattr(args, prefix + k)  # noqa: E731
+    """The benchmarked model from ``--{prefix}config-file`` (+ overrides) or ``--{prefix}backbone``."""
+    kwargs_flag = f"--{prefix.replace('_', '-')}model-kwargs"
     return B.build_benchmark_model(
-        config_file=get("config_file"), overrides=get("opts") if hasattr(args, prefix + "opts") else (),
-        backbone=get("backbone"), model_kwargs=_json_arg(get("model_kwargs"), f"--{prefix.replace('_', '-')}model-kwargs"),
-        decoder_width=args.decoder_width, num_classes=args.num_classes, num_things=args.num_things,
+        config_file=getattr(args, prefix + "config_file"),
+        overrides=getattr(args, prefix + "opts", None) or (),
+        backbone=getattr(args, prefix + "backbone"),
+        model_kwargs=_json_arg(getattr(args, prefix + "model_kwargs"), kwargs_flag),
+        decoder_width=args.decoder_width,
+        num_classes=args.num_classes,
+        num_things=args.num_things,
+        depth=args.depth,
     )
+
+
+def _config_input_size(config_file: Optional[str], opts) -> Optional[int]:
+    """``dataloader.train.mapper.input_size`` of a LazyConfig (an int or ``(H, W)`` with H == W)."""
+    if not config_file:
+        return None
+    from detectron2.config import LazyConfig
+
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(config_file), list(opts or []))
+    try:
+        size = cfg.dataloader.train.mapper.input_size
+    except (AttributeError, KeyError):
+        return None
+    if isinstance(size, int):
+        return size
+    try:
+        h, w = size
+    except (TypeError, ValueError):
+        return None
+    return int(h) if h == w else None
 
 
 def _model_name(args, prefix: str = "") -> str:
@@ -103,7 +130,7 @@ def _model_name(args, prefix: str = "") -> str:
 def _emit(title: str, rows: List[dict], columns: List[str], result: dict) -> dict:
     print(title)
     print(B.format_table(rows, columns))
-    print(json.dumps(result, sort_keys=True))
+    print(json.dumps(result, sort_keys=True), flush=True)
     return result
 
 
@@ -131,7 +158,8 @@ def run_model(args) -> dict:
         with torch.inference_mode():
             return wrapped(x)
 
-    times = B.interleaved_times({"forward": forward, "matmul": mm}, rounds=args.iters, warmup=args.warmup, device=device)
+    times = B.interleaved_times({"forward": forward, "matmul": mm}, rounds=args.iters, warmup=args.warmup,
+                                device=device)
     fwd, mmt = B.summarize(times["forward"]), B.summarize(times["matmul"])
     flops = 2.0 * macs  # per batch
     achieved = flops / fwd["median_s"]
@@ -219,16 +247,23 @@ def run_postprocess(args) -> dict:
             with torch.inference_mode():
                 return fwd_model.forward_features(x)
 
+        def backbone():
+            with torch.inference_mode():
+                return fwd_model.backbone(x)
+
         fns["forward"] = forward
+        fns["backbone"] = backbone
     with torch.inference_mode():
         times = B.interleaved_times(fns, rounds=args.iters, warmup=args.warmup, device=device)
         # the naive reference follows the painter rules: check that it gives the same panoptic maps
         same = all(
-            torch.equal(panoptic_from_outputs(s, i, enc, things, naive_cfg)[0], B.naive_panoptic(s, i, enc, things, naive_cfg)[0])
+            torch.equal(panoptic_from_outputs(s, i, enc, things, naive_cfg)[0],
+                        B.naive_panoptic(s, i, enc, things, naive_cfg)[0])
             for s, i, _ in inputs
         )
-    per_img = {k: B.summarize(v)["median_s"] / (1 if k == "forward" else len(inputs)) for k, v in times.items()}
-    fwd_s = per_img.get("forward")
+    per_img = {k: B.summarize(v)["median_s"] / (1 if k in ("forward", "backbone") else len(inputs))
+               for k, v in times.items()}
+    fwd_s, bb_s = per_img.get("forward"), per_img.get("backbone")
     rows, dec_res = [], {}
     for d in args.decoders:
         r = {"ms_per_image": per_img[d] * 1e3, "speedup_vs_naive": per_img["naive"] / per_img[d]}
@@ -240,6 +275,7 @@ def run_postprocess(args) -> dict:
                  **({"fraction_of_forward": per_img["naive"] / fwd_s} if fwd_s else {})})
     if fwd_s:
         rows.append({"what": f"forward {_model_name(args, 'forward_')} {fwd_size}", "ms_per_image": fwd_s * 1e3})
+        rows.append({"what": "  of which the backbone", "ms_per_image": bb_s * 1e3})
     head = dec_res[args.decoder]
     result = {
         "subcommand": "postprocess",
@@ -249,6 +285,8 @@ def run_postprocess(args) -> dict:
         "ms_per_image": head["ms_per_image"],
         "naive_ms_per_image": per_img["naive"] * 1e3,
         "forward_ms": fwd_s * 1e3 if fwd_s else None,
+        "backbone_forward_ms": bb_s * 1e3 if bb_s else None,
+        "fraction_of_backbone_forward": head["ms_per_image"] / (bb_s * 1e3) if bb_s else None,
         "forward_model": _model_name(args, "forward_") if fwd_s else None,
         "decoders": dec_res,
         "naive_matches_painter": bool(same),
@@ -272,13 +310,10 @@ def run_postprocess(args) -> dict:
 
 
 def _synthetic_dicts(root: str, num: int, image_size, seed: int) -> List[dict]:
-    from pe_panoptic.data.synthetic import SceneConfig, generate_synthetic_panoptic, load_synthetic_panoptic
+    from pe_panoptic.data.synthetic import generate_synthetic_panoptic, load_synthetic_panoptic
 
-    s = min(image_size) / 168.0
-    scene = SceneConfig(min_instances=10, max_instances=25, min_size=8.0 * s, max_size=48.0 * s,
-                        crowd_part_size=(5.0 * s, 10.0 * s), crowd_spread=(6.0 * s, 14.0 * s),
-                        void_radius=(8.0 * s, 32.0 * s), min_visible_area=int(16 * s * s))
-    generate_synthetic_panoptic(root, seed=seed, num_train=num, num_val=1, image_size=tuple(image_size), scene=scene)
+    generate_synthetic_panoptic(root, seed=seed, num_train=num, num_val=1, image_size=tuple(image_size),
+                                scene=B.scaled_scene_config(image_size))
     return load_synthetic_panoptic(root, "train")
 
 
@@ -332,8 +367,8 @@ def run_data(args) -> dict:
     for s in args.sizes:
         t = B.summarize(times[str(s)])
         ips[str(s)] = len(dicts) / t["median_s"]
-        rows.append({"size": s, "images_per_s_per_worker": ips[str(s)], "ms_per_image": t["median_s"] * 1e3 / len(dicts),
-                     "min_ms_per_image": t["min_s"] * 1e3 / len(dicts)})
+        rows.append({"size": s, "images_per_s_per_worker": ips[str(s)],
+                     "ms_per_image": t["median_s"] * 1e3 / len(dicts), "min_ms_per_image": t["min_s"] * 1e3 / len(dicts)})
     result = {"subcommand": "data", "images_per_s_per_worker": ips, "source": source, "images": len(dicts),
               "rounds": args.rounds, "threads": 1, "profiled": bool(prof)}
     if prof:
@@ -354,16 +389,18 @@ def run_train(args) -> dict:
     device = B.resolve_device(args.device)
     B.resolve_dtype(args.dtype)
     threads = _set_threads(args.threads)
-    size = _check_size(args.size)
+    size = _check_size(args.size or _config_input_size(args.config_file, args.opts) or 420)
     if args.batch < 1 or args.iters < 1 or args.warmup < 0:
         raise SystemExit("--batch and --iters must be >= 1, --warmup >= 0")
     torch.manual_seed(args.seed)
     model = _model_from_args(args).train().to(device)
     optim = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
-    ncls = getattr(model, "num_classes", args.num_classes)
-    nthings = min(args.num_things, ncls - 1) if ncls > 1 else 1
-    batch = B.training_inputs(args.batch, size, num_classes=ncls, num_things=max(1, nthings), seed=args.seed)
-    trainer = PETrainer(model, itertools.repeat(batch), optim, amp=args.dtype != "fp32", amp_dtype=args.dtype if args.dtype != "fp32" else "bf16",
+    ncls = int(getattr(model, "num_classes", args.num_classes))
+    things = list(getattr(model, "thing_ids", range(args.num_things)))
+    batch = B.training_inputs(args.batch, size, num_classes=ncls, thing_ids=things, seed=args.seed,
+                              depth=bool(getattr(model, "depth", False)))
+    amp = args.dtype != "fp32"
+    trainer = PETrainer(model, itertools.repeat(batch), optim, amp=amp, amp_dtype=args.dtype if amp else "bf16",
                         device=str(device))
     B.reset_peak_memory(device)
     times = []
@@ -414,7 +451,8 @@ def _add_model_args(p: argparse.ArgumentParser, prefix: str = "", default_backbo
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     sub = p.add_subparsers(dest="cmd", required=True)
 
@@ -422,6 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--decoder-width", type=int, default=256)
         sp.add_argument("--num-classes", type=int, default=133)
         sp.add_argument("--num-things", type=int, default=80)
+        sp.add_argument("--depth", action="store_true", help="add the depth head (without a config)")
         sp.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1")
         sp.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
         sp.add_argument("--seed", type=int, default=0)
@@ -468,7 +507,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="training images/s and peak memory")
     _add_model_args(t)
     common(t)
-    t.add_argument("--size", type=int, default=420)
+    t.add_argument("--size", type=int, default=None,
+                   help="input size (default: the config's dataloader.train.mapper.input_size, else 420)")
     t.add_argument("--batch", type=int, default=2)
     t.add_argument("--dtype", default="bf16", choices=sorted(B.DTYPES), help="autocast dtype (fp32: no autocast)")
     t.add_argument("--iters", type=int, default=5)

@@ -14,10 +14,11 @@ same PQ / mIoU evaluators):
 * PQ, PQ_th, PQ_st (``COCOPanopticEvaluator``) and mIoU (semantic evaluator);
 * parameters (millions);
 * GFLOPs of one forward pass in inference mode on the first test image, counted by fvcore's
-  ``FlopCountAnalysis`` (one fused multiply-add = 1 flop, fvcore's convention), with a handle for PyTorch's fused SDPA attention (``B H Lq Lk (D + Dv)``), which
-  fvcore would otherwise skip; a model that fvcore cannot trace (data-dependent Python in its
-  forward) is counted by ``torch.utils.flop_counter.FlopCounterMode`` instead (no tracing; same
-  convention), marked with ``*`` in the table;
+  ``FlopCountAnalysis`` (one fused multiply-add = 1 flop, fvcore's convention), with a handle
+  for PyTorch's fused SDPA attention (``B H Lq Lk (D + Dv)``), which fvcore would otherwise skip;
+  a model that fvcore cannot trace (data-dependent Python in its forward) is counted by
+  ``torch.utils.flop_counter.FlopCounterMode`` instead (no tracing; same convention), marked
+  with ``*`` in the table;
 * ms per image: median wall time of the model call (pre-processing, network and post-processing;
   not data loading or evaluation) over the test images at batch 1, the first image excluded as
   warm-up. The median is robust to load spikes on a shared machine; use ``--threads`` for

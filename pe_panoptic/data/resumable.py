@@ -35,7 +35,7 @@ import copy
 import itertools
 import logging
 import random
-from typing import Callable, Iterator, List, Optional, Sequence
+from typing import Callable, Iterator, List, Optional
 
 import numpy as np
 import torch

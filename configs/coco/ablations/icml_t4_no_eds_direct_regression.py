@@ -1,4 +1,5 @@
-# ICML Table 4, row 1: no EDS, direct centroid regression (RGB code, Appendix C); the ablation baseline.
+# ICML Table 4, row 1: no EDS, direct centroid regression (RGB code, Appendix C); the ablation
+# baseline.
 # Paper: COCO PQ 38.01 (DINOv2 ViT-B, 420 x 420, 200 epochs; see ../vitb_ablation_420.py).
 from ..vitb_ablation_420 import dataloader, lr_multiplier, model, optimizer, train
 

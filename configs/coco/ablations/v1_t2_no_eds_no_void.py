@@ -1,4 +1,5 @@
-# paper_v1 Table 2, row 1: no EDS (all pixels weigh 1), void regions excluded from the instance loss.
+# paper_v1 Table 2, row 1: no EDS (all pixels weigh 1), void regions excluded from the instance
+# loss.
 # Paper: COCO PQ 44.91 (DINOv2 ViT-B, 420 x 420, 200 epochs; see ../vitb_ablation_420.py).
 from ..vitb_ablation_420 import dataloader, lr_multiplier, model, optimizer, train
 

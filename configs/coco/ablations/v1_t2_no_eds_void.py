@@ -1,4 +1,5 @@
-# paper_v1 Table 2, row 2: no EDS (all pixels weigh 1), void regions included (regressed to the void code).
+# paper_v1 Table 2, row 2: no EDS (all pixels weigh 1), void regions included (regressed to the void
+# code).
 # Paper: COCO PQ 46.74 (DINOv2 ViT-B, 420 x 420, 200 epochs; see ../vitb_ablation_420.py).
 from ..vitb_ablation_420 import dataloader, lr_multiplier, model, optimizer, train
 

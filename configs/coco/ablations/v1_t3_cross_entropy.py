@@ -1,4 +1,5 @@
-# paper_v1 Table 3: centroid classification with cross-entropy over 80 bins per coordinate (+ a void bin; Appendix B), EDS and void included.
+# paper_v1 Table 3: centroid classification with cross-entropy over 80 bins per coordinate (+ a void
+# bin; Appendix B), EDS and void included.
 # Paper: COCO PQ 39.87 (DINOv2 ViT-B, 420 x 420, 200 epochs; see ../vitb_ablation_420.py).
 from ..vitb_ablation_420 import dataloader, lr_multiplier, model, optimizer, train
 

@@ -1,4 +1,5 @@
-# paper_v1 Table 3: sine-cosine positional embedding of the centroid with L = 2 harmonics (4L = 8 channels), EDS and void included.
+# paper_v1 Table 3: sine-cosine positional embedding of the centroid with L = 2 harmonics (4L = 8
+# channels), EDS and void included.
 # Paper: COCO PQ 46.58 (DINOv2 ViT-B, 420 x 420, 200 epochs; see ../vitb_ablation_420.py).
 from ..vitb_ablation_420 import dataloader, lr_multiplier, model, optimizer, train
 
