@@ -89,7 +89,7 @@ def _axis_block(encoding: CentroidEncoding) -> Tuple[slice, float]:
         return slice(0, 2 * encoding.L), 2.0
     if isinstance(encoding, RGBEncoding):
         return slice(0, 1), 1.0
-    raise NotImplementedError(f"no per-axis code for {encoding!r} (supported: PositionalEncoding, RGBEncoding)")
+    raise TypeError(f"no per-axis code for {encoding!r} (supported: PositionalEncoding, RGBEncoding)")
 
 
 def axis_codes(encoding: CentroidEncoding, u: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:

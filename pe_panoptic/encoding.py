@@ -21,6 +21,7 @@ a u-term and a v-term, the nearest grid position is found by two small argmins
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from typing import NamedTuple, Tuple
 
 import torch
@@ -70,8 +71,8 @@ class Decoded(NamedTuple):
     dist: torch.Tensor  # float, distance to the chosen code (grid position or void)
 
 
-class CentroidEncoding:
-    """Base class. Subclasses define channels, targets, per-pixel loss and grid decoding."""
+class CentroidEncoding(ABC):
+    """Base class. Subclasses define channels, codes, per-pixel loss and grid decoding."""
 
     name = "base"
     num_channels: int
@@ -80,12 +81,13 @@ class CentroidEncoding:
     #: whether the generalized DICE loss (Appendix B) applies to this output
     supports_dice = False
 
+    @abstractmethod
     def encode(self, uv: torch.Tensor) -> torch.Tensor:
         """Codes of centroids: ``uv [..., 2]`` (u, v normalized) -> ``[..., C]``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def void_code(self, device=None, dtype=torch.float32) -> torch.Tensor:
-        raise NotImplementedError
+        """The code of void (unlabeled / stuff) pixels, ``[C]``."""
 
     def targets(self, uv_map: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Dense targets ``[B, C, H, W]`` from a centroid map ``uv_map [B, 2, H, W]`` and the
@@ -95,14 +97,14 @@ class CentroidEncoding:
         code = torch.where(valid.unsqueeze(-1), code, void)
         return code.permute(0, 3, 1, 2).contiguous()
 
+    @abstractmethod
     def pixel_loss(self, pred: torch.Tensor, uv_map: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Per-pixel loss ``[B, H, W]`` (to be averaged with EDS weights, Eq. 1)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def decode(self, pred: torch.Tensor, grid: Tuple[int, int]) -> Decoded:
         """Nearest grid position (or void) of every pixel of ``pred [B, C, H, W]``;
         ``grid = (gh, gw)``."""
-        raise NotImplementedError
 
     def extra_repr(self) -> str:
         return ""

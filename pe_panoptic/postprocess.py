@@ -650,7 +650,7 @@ def naive_decode(pred: torch.Tensor, encoding: CentroidEncoding, grid, chunk: in
         elif isinstance(encoding, RGBEncoding):
             p = 1.0
         else:
-            raise NotImplementedError(f"naive_decode has no metric for {encoding!r}")
+            raise TypeError(f"naive_decode has no metric for {encoding!r}")
         codes = torch.cat((encoding.encode(_grid_uv((gh, gw), dev)), encoding.void_code(dev)[None]), 0)
         step = max(1, chunk // codes.shape[0])
         best, arg = [], []
