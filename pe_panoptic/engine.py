@@ -16,6 +16,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import List, Optional
@@ -87,7 +88,7 @@ class PETrainer(SimpleTrainer):
             data = next(self._data_loader_iter)
             data_time += time.perf_counter() - t0
             sync = k == self.accumulate_steps - 1 or not hasattr(self.model, "no_sync")
-            ctx = self.model.no_sync() if not sync else _nullcontext()
+            ctx = self.model.no_sync() if not sync else contextlib.nullcontext()
             with ctx:
                 with autocast_context(self.device, self.amp, self.amp_dtype):
                     loss_dict = self.model(data)
@@ -122,14 +123,6 @@ class PETrainer(SimpleTrainer):
         super().load_state_dict(state_dict)
         if self.grad_scaler is not None and "grad_scaler" in state_dict:
             self.grad_scaler.load_state_dict(state_dict["grad_scaler"])
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def build_evaluators(dataset_name: str, output_dir: Optional[str] = None, *,

@@ -9,7 +9,6 @@ evaluators work unchanged.
 """
 from __future__ import annotations
 
-import logging
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -26,8 +25,6 @@ from .losses import PixelCentroidCriterion
 from .postprocess import PostProcessConfig, batch_results
 
 __all__ = ["PixelCentroidHead", "TASKS"]
-
-logger = logging.getLogger(__name__)
 
 TASKS = ("sem", "inst", "depth")
 
