@@ -65,10 +65,11 @@ def coords_to_cell(p: torch.Tensor, n: int) -> torch.Tensor:
 class Decoded(NamedTuple):
     """Per-pixel decoding against the uv grid (all ``[B, H, W]``)."""
 
-    iu: torch.Tensor  # long, column of the nearest grid cell
-    iv: torch.Tensor  # long, row of the nearest grid cell
+    iu: torch.Tensor  # long, column of the nearest grid cell (void code not considered)
+    iv: torch.Tensor  # long, row of the nearest grid cell (void code not considered)
     void: torch.Tensor  # bool, the void code is nearer than any grid position
     dist: torch.Tensor  # float, distance to the chosen code (grid position or void)
+    grid_dist: torch.Tensor  # float, distance to the nearest grid code (cell iu, iv)
 
 
 class CentroidEncoding(ABC):
@@ -166,7 +167,7 @@ class PositionalEncoding(CentroidEncoding):
         d_void = nu + nv
         void = d_void < d_grid
         dist = torch.where(void, d_void, d_grid).sqrt()
-        return Decoded(iu, iv, void, dist)
+        return Decoded(iu, iv, void, dist, d_grid.sqrt())
 
 
 class RGBEncoding(CentroidEncoding):
@@ -198,7 +199,7 @@ class RGBEncoding(CentroidEncoding):
         d_grid = (pred - code).abs().sum(1)
         d_void = pred.abs().sum(1)
         void = d_void < d_grid
-        return Decoded(iu, iv, void, torch.where(void, d_void, d_grid))
+        return Decoded(iu, iv, void, torch.where(void, d_void, d_grid), d_grid)
 
 
 class BinEncoding(CentroidEncoding):
@@ -252,11 +253,14 @@ class BinEncoding(CentroidEncoding):
         conf_u, bu = pu.max(1)
         conf_v, bv = pv.max(1)
         void = (bu == nb) | (bv == nb)
+        # the nearest grid position: the most probable non-void bin of each axis
+        gconf_u, gbu = pu[:, :nb].max(1)
+        gconf_v, gbv = pv[:, :nb].max(1)
         # bins -> grid cells of the requested decoding grid (identical when gw == gh == nb)
         centers = grid_centers(nb, pred.device)
-        iu = coords_to_cell(centers[bu.clamp(max=nb - 1)], gw)
-        iv = coords_to_cell(centers[bv.clamp(max=nb - 1)], gh)
-        return Decoded(iu, iv, void, 1.0 - conf_u * conf_v)
+        iu = coords_to_cell(centers[gbu], gw)
+        iv = coords_to_cell(centers[gbv], gh)
+        return Decoded(iu, iv, void, 1.0 - conf_u * conf_v, 1.0 - gconf_u * gconf_v)
 
 
 def build_encoding(name: str = "pe", num_harmonics: int = 4, num_bins: int = 80) -> CentroidEncoding:

@@ -40,6 +40,19 @@ Three class-agnostic instance decoders (``PostProcessConfig.decoder``):
     histogram and IoUs / coverages come from cell pixel counts (masks x cells), never from dense
     K x h x w masks.
 
+Which pixels belong to no instance (``PostProcessConfig.void_source``):
+
+``"instance"`` (the paper's; default)
+    the void code (all zeros for PE) takes part in the nearest-neighbour search, so the
+    instance head alone separates instance pixels from the rest.
+``"semantic"`` (beyond the paper, as Panoptic-DeepLab does for its centre offsets)
+    a pixel belongs to some instance iff its semantic argmax is a thing class; it then takes its
+    nearest grid cell, even where the void code is nearer. Every grid code of the PE has the
+    same norm, so the nearest grid cell is the one most *aligned* with the prediction and does
+    not change when a model shrinks an uncertain prediction toward zero. Such a shrunk
+    prediction decodes as void under ``"instance"``: an under-trained model (or one
+    trained from scratch) loses whole instances that ``"semantic"`` still recovers.
+
 Consequence of the grid (all decoders): two instances whose centroids fall in the same grid cell
 decode to the same code and become ONE segment; with ``merge_radius = 1`` the same holds for
 centroids in adjacent cells. At 80 x 80 on a 640 px image a cell is 8 px, so this only merges
@@ -82,6 +95,7 @@ from .encoding import (
 
 __all__ = [
     "DECODERS",
+    "VOID_SOURCES",
     "PostProcessConfig",
     "decode_scale",
     "decode_cells",
@@ -96,6 +110,7 @@ __all__ = [
 ]
 
 DECODERS = ("nn", "vote", "painter")
+VOID_SOURCES = ("instance", "semantic")
 
 
 @dataclass
@@ -108,6 +123,11 @@ class PostProcessConfig:
     decoder: str = "nn"
     #: (gh, gw) decoding grid: 80 x 80 for COCO, 160 x 320 for Cityscapes (paper Sec. 5)
     grid: Tuple[int, int] = (80, 80)
+    #: which output says that a pixel belongs to no instance: "instance" (the paper: the void
+    #: code competes in the nearest-neighbour search) or "semantic" (as in Panoptic-DeepLab:
+    #: every pixel whose semantic argmax is a thing class takes its nearest grid cell, all other
+    #: pixels are void for instances). See the module doc.
+    void_source: str = "instance"
     #: "nn": Chebyshev radius (cells) within which a smaller candidate merges into a larger one
     merge_radius: int = 1
     #: instances smaller than this fraction of the image become void (all decoders)
@@ -145,6 +165,8 @@ class PostProcessConfig:
 
         if self.decoder not in DECODERS:
             bad("decoder", f"unknown decoder; choose one of {DECODERS}")
+        if self.void_source not in VOID_SOURCES:
+            bad("void_source", f"choose one of {VOID_SOURCES}")
         grid = tuple(self.grid)
         if len(grid) != 2 or not all(isinstance(g, int) and g >= 1 for g in grid):
             bad("grid", "must be two positive ints (gh, gw)")
@@ -218,18 +240,34 @@ def _check_inst(inst: torch.Tensor, encoding: CentroidEncoding, name: str = "ins
         raise ValueError(f"{name} must be a floating tensor, got {inst.dtype}")
 
 
-def decode_cells(inst: torch.Tensor, encoding: CentroidEncoding, grid) -> Tuple[torch.Tensor, torch.Tensor]:
+def decode_cells(
+    inst: torch.Tensor, encoding: CentroidEncoding, grid, thing_pixels: Optional[torch.Tensor] = None
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """Nearest grid cell of every pixel (paper Sec. 3, nearest-neighbour search on the uv-grid).
 
     Returns ``code [h, w]`` long (``iv * gw + iu``, ``-1`` = void) and the normalized decode
     distance ``ndist [h, w]`` in [0, 1] (distance / :func:`decode_scale`, clipped).
+
+    By default the void code competes with the grid codes (the paper). With ``thing_pixels``
+    (``[h, w]`` bool, e.g. the pixels whose semantic argmax is a thing class) the void code is
+    not searched: those pixels take their nearest grid cell (distance to it) and all others are
+    void.
     """
     _check_inst(inst, encoding)
     gh, gw = _check_grid(grid)
     dec = encoding.decode(inst.unsqueeze(0), (gh, gw))
     code = dec.iv[0] * gw + dec.iu[0]
-    code = torch.where(dec.void[0], torch.full_like(code, -1), code)
-    ndist = (dec.dist[0].float() / decode_scale(encoding)).clamp(0.0, 1.0)
+    if thing_pixels is None:
+        void, dist = dec.void[0], dec.dist[0]
+    else:
+        if tuple(thing_pixels.shape) != tuple(code.shape) or thing_pixels.dtype != torch.bool:
+            raise ValueError(
+                f"thing_pixels must be a bool [h, w] = {tuple(code.shape)} mask, got "
+                f"{thing_pixels.dtype} {tuple(thing_pixels.shape)}"
+            )
+        void, dist = ~thing_pixels.to(code.device), dec.grid_dist[0]
+    code = torch.where(void, torch.full_like(code, -1), code)
+    ndist = (dist.float() / decode_scale(encoding)).clamp(0.0, 1.0)
     return code, ndist
 
 
@@ -428,15 +466,22 @@ _DECODER_FNS = {"nn": _nn_instances, "vote": _vote_instances, "painter": _painte
 
 
 def instance_map_from_outputs(
-    inst: torch.Tensor, encoding: CentroidEncoding, cfg: Optional[PostProcessConfig] = None, **overrides
+    inst: torch.Tensor,
+    encoding: CentroidEncoding,
+    cfg: Optional[PostProcessConfig] = None,
+    thing_pixels: Optional[torch.Tensor] = None,
+    **overrides,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Class-agnostic instances of one image from ``inst [C, h, w]``.
 
     Returns ``inst_map [h, w]`` long (0 = no instance, ``1..M``) and ``scores [M]``
     (``1 - mean normalized decode distance``). ``cfg.decoder`` picks the decoder (module doc).
+    ``thing_pixels``: see :func:`decode_cells` (required with ``cfg.void_source="semantic"``).
     """
     cfg = _resolve_cfg(cfg, overrides)
-    code, ndist = decode_cells(inst, encoding, cfg.grid)
+    if cfg.void_source == "semantic" and thing_pixels is None:
+        raise ValueError("void_source='semantic' needs thing_pixels (the semantic thing mask)")
+    code, ndist = decode_cells(inst, encoding, cfg.grid, thing_pixels if cfg.void_source == "semantic" else None)
     h, w = code.shape
     inst_map, num = _DECODER_FNS[cfg.decoder](code, ndist, cfg)
     return _relabel(inst_map, num, ndist, cfg.min_instance_area * h * w)
@@ -590,7 +635,10 @@ def panoptic_from_outputs(
         raise ValueError(
             f"sem_logits {tuple(sem_logits.shape[1:])} and inst {tuple(inst.shape[1:])} must have the same h, w"
         )
-    inst_map, scores = instance_map_from_outputs(inst, encoding, cfg)
+    thing_pixels = None
+    if cfg.void_source == "semantic":
+        thing_pixels = _thing_mask(thing_ids, sem_logits.shape[0], sem_logits.device)[sem_logits.argmax(0)]
+    inst_map, scores = instance_map_from_outputs(inst, encoding, cfg, thing_pixels)
     return merge_instances_and_semantics(
         inst_map, scores, sem_logits, thing_ids, cfg.thing_fraction, cfg.min_stuff_area
     )
@@ -630,20 +678,27 @@ def naive_decode(pred: torch.Tensor, encoding: CentroidEncoding, grid, chunk: in
         pu = emb[:, : nb + 1].softmax(1)
         pv = emb[:, nb + 1 :].softmax(1)
         ncodes = (nb + 1) ** 2
+        is_grid = torch.ones(nb + 1, nb + 1, dtype=torch.bool, device=dev)
+        is_grid[nb, :] = False
+        is_grid[:, nb] = False
+        is_grid = is_grid.reshape(-1)
         step = max(1, chunk // ncodes)
-        best, arg = [], []
+        best, arg, gbest, garg = [], [], [], []
         for s in range(0, emb.shape[0], step):
             joint = (pu[s : s + step, :, None] * pv[s : s + step, None, :]).reshape(-1, ncodes)
             b, a = joint.max(1)
             best.append(b)
             arg.append(a)
-        best, arg = torch.cat(best), torch.cat(arg)
-        bu, bv = arg // (nb + 1), arg % (nb + 1)
-        void = (bu == nb) | (bv == nb)
+            b, a = joint.masked_fill(~is_grid, -1.0).max(1)
+            gbest.append(b)
+            garg.append(a)
+        best, arg, gbest, garg = (torch.cat(t) for t in (best, arg, gbest, garg))
+        void = (arg // (nb + 1) == nb) | (arg % (nb + 1) == nb)
         centers = grid_centers(nb, dev)
-        iu = ((centers[bu.clamp(max=nb - 1)] + 1) * 0.5 * gw).floor().clamp(0, gw - 1).long()
-        iv = ((centers[bv.clamp(max=nb - 1)] + 1) * 0.5 * gh).floor().clamp(0, gh - 1).long()
+        iu = ((centers[garg // (nb + 1)] + 1) * 0.5 * gw).floor().clamp(0, gw - 1).long()
+        iv = ((centers[garg % (nb + 1)] + 1) * 0.5 * gh).floor().clamp(0, gh - 1).long()
         dist = 1.0 - best
+        grid_dist = 1.0 - gbest
     else:
         if isinstance(encoding, PositionalEncoding):
             p = 2.0
@@ -653,18 +708,20 @@ def naive_decode(pred: torch.Tensor, encoding: CentroidEncoding, grid, chunk: in
             raise TypeError(f"naive_decode has no metric for {encoding!r}")
         codes = torch.cat((encoding.encode(_grid_uv((gh, gw), dev)), encoding.void_code(dev)[None]), 0)
         step = max(1, chunk // codes.shape[0])
-        best, arg = [], []
+        best, arg, gbest, garg = [], [], [], []
         for s in range(0, emb.shape[0], step):
             d = torch.cdist(emb[s : s + step], codes, p=p, compute_mode="donot_use_mm_for_euclid_dist")
             b, a = d.min(1)
             best.append(b)
             arg.append(a)
-        dist, arg = torch.cat(best), torch.cat(arg)
+            b, a = d[:, : gh * gw].min(1)
+            gbest.append(b)
+            garg.append(a)
+        dist, arg, grid_dist, garg = (torch.cat(t) for t in (best, arg, gbest, garg))
         void = arg == gh * gw
-        a = arg.clamp(max=gh * gw - 1)
-        iu, iv = a % gw, a // gw
+        iu, iv = garg % gw, garg // gw
     shape = (B, H, W)
-    return Decoded(iu.view(shape), iv.view(shape), void.view(shape), dist.view(shape))
+    return Decoded(iu.view(shape), iv.view(shape), void.view(shape), dist.view(shape), grid_dist.view(shape))
 
 
 def resize_panoptic(

@@ -170,6 +170,52 @@ def test_perfect_pe_predictions_give_gt_segments(decoder):
     assert not (pan == 0).any()
 
 
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_void_source_semantic_recovers_shrunk_predictions(decoder):
+    """An uncertain model shrinks its instance codes toward the (zero) void code. At 0.3 x the
+    true code every thing pixel is nearer to void than to any grid code, so with the paper's
+    void_source="instance" no instance survives; "semantic" takes the thing pixels from the
+    semantic head and the nearest *grid* cell is unchanged by the scaling: the exact GT again.
+    Stuff pixels with confident non-void codes stay void under "semantic"."""
+    inst_ids, sem = base_scene()
+    enc = PositionalEncoding(4)
+    logits, inst = perfect_outputs(inst_ids, sem, enc)
+    shrunk = inst * 0.3
+    stuff_code = cell_code(enc, 5, 5, (80, 80))
+    shrunk[:, inst_ids == 0] = stuff_code[:, None]  # a full-strength code on every stuff pixel
+    pan, info = panoptic_from_outputs(logits, shrunk, enc, THINGS, PostProcessConfig(decoder=decoder))
+    assert not any(s["isthing"] for s in info)
+    pan, info = panoptic_from_outputs(logits, shrunk, enc, THINGS,
+                                      PostProcessConfig(decoder=decoder, void_source="semantic"))
+    check_format(pan, info)
+    assert_same_segments(pan, info, inst_ids, sem)
+    # the grid distance (not the distance to void) makes the score: 0.3 x code is 0.7 x scale
+    # from the code (plus the centroid's offset from its cell centre), so the score is ~0.3
+    thing_scores = [s["score"] for s in info if s["isthing"]]
+    assert thing_scores == pytest.approx([0.3] * 3, abs=0.01)
+
+
+def test_void_source_semantic_on_decode_cells_and_errors():
+    enc = PositionalEncoding(2)
+    grid = (4, 4)
+    inst = torch.zeros(enc.num_channels, 1, 3)
+    inst[:, 0, 0] = cell_code(enc, 1, 2, grid) * 0.2  # shrunk: void by default
+    inst[:, 0, 1] = cell_code(enc, 3, 0, grid)  # confident code on a non-thing pixel
+    code, ndist = decode_cells(inst, enc, grid)
+    assert code.tolist() == [[-1, 3 * 4 + 0, -1]]
+    things = torch.tensor([[True, False, True]])
+    code, ndist = decode_cells(inst, enc, grid, thing_pixels=things)
+    assert code[0, 0] == 1 * 4 + 2 and code[0, 1] == -1
+    assert ndist[0, 0] == pytest.approx(0.8, abs=1e-5)  # distance to the grid code / sqrt(2L)
+    assert 0 <= int(code[0, 2]) < 16  # an all-zero prediction still takes a grid cell
+    with pytest.raises(ValueError, match="thing_pixels must be a bool"):
+        decode_cells(inst, enc, grid, thing_pixels=things.long())
+    with pytest.raises(ValueError, match="needs thing_pixels"):
+        instance_map_from_outputs(inst, enc, void_source="semantic")
+    with pytest.raises(ValueError, match="void_source"):
+        PostProcessConfig(void_source="depth")
+
+
 @pytest.mark.parametrize("name,kw", [("rgb", {}), ("bins", {"num_bins": 80}), ("pe", {"num_harmonics": 6})])
 @pytest.mark.parametrize("decoder", DECODERS)
 def test_other_encodings_decode_perfect_predictions(name, kw, decoder):
@@ -508,7 +554,8 @@ def test_matrix_nms_by_hand():
 
 
 def near_tie_mask(emb, enc, grid, tol):
-    """Pixels whose best and second-best naive distances differ by less than ``tol``."""
+    """Pixels whose best and second-best naive distances differ by less than ``tol``, among all
+    codes or among the grid codes alone."""
     gh, gw = grid
     v = grid_centers(gh).repeat_interleave(gw)
     u = grid_centers(gw).repeat(gh)
@@ -516,7 +563,8 @@ def near_tie_mask(emb, enc, grid, tol):
     p = 2.0 if isinstance(enc, PositionalEncoding) else 1.0
     d = torch.cdist(emb.double(), codes.double(), p=p)
     two = d.topk(2, largest=False).values
-    return (two[:, 1] - two[:, 0]) < tol
+    two_grid = d[:, :-1].topk(2, largest=False).values
+    return ((two[:, 1] - two[:, 0]) < tol) | ((two_grid[:, 1] - two_grid[:, 0]) < tol)
 
 
 @pytest.mark.parametrize("enc,grid", [
@@ -544,9 +592,12 @@ def test_decode_equals_naive_full_search(enc, grid):
         assert ties.sum() <= 0.05 * h * w  # near-ties (< 1e-4) are rare
         ok = ~ties
         assert torch.equal(fast.void[ok], slow.void[ok])
-        nv = ok & ~slow.void
-        assert torch.equal(fast.iu[nv], slow.iu[nv]) and torch.equal(fast.iv[nv], slow.iv[nv])
+        # iu, iv: the nearest GRID cell everywhere, also where the void code is nearer
+        assert torch.equal(fast.iu[ok], slow.iu[ok]) and torch.equal(fast.iv[ok], slow.iv[ok])
         assert torch.allclose(fast.dist, slow.dist, atol=1e-3)
+        assert torch.allclose(fast.grid_dist, slow.grid_dist, atol=1e-3)
+        assert torch.all(fast.grid_dist >= fast.dist - 1e-5)
+        assert torch.allclose(fast.grid_dist[~fast.void], fast.dist[~fast.void])
         assert 0 < int(slow.void.sum()) < h * w or pred is rand
 
 
@@ -557,9 +608,10 @@ def test_bins_decode_equals_naive_joint_search(grid):
     fast = enc.decode(pred, grid)
     slow = naive_decode(pred, enc, grid)
     assert torch.equal(fast.void, slow.void)
-    nv = ~slow.void
-    assert torch.equal(fast.iu[nv], slow.iu[nv]) and torch.equal(fast.iv[nv], slow.iv[nv])
+    assert 0 < int(slow.void.sum()) < slow.void.numel()
+    assert torch.equal(fast.iu, slow.iu) and torch.equal(fast.iv, slow.iv)
     assert torch.allclose(fast.dist, slow.dist, atol=1e-6)
+    assert torch.allclose(fast.grid_dist, slow.grid_dist, atol=1e-6)
 
 
 def test_decode_cells_codes_and_void():
