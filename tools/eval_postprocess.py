@@ -1,0 +1,100 @@
+#!/usr/bin/env python
+"""Compare post-processing variants of one trained checkpoint: trained PQ per decoder
+(``nn``, ``vote``, ``painter``) and per ``void_source`` (``instance``, ``semantic``), all from a
+single forward pass per batch (:mod:`pe_panoptic.evaluation.variants`).
+
+    python tools/eval_postprocess.py --config-file configs/synthetic/pe_tiny.py \\
+        --checkpoint output/demo/model_final.pth [--decoders nn vote] [--void-sources instance] \\
+        [key=value ...]
+
+Prints a table (PQ / PQ_th / PQ_st / SQ / RQ / mIoU / post-processing ms per image) and, as its
+last line, the results as JSON. ``tools/oracle_pq.py`` gives the same comparison for perfect
+predictions.
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import pe_panoptic  # noqa: E402,F401  (registers everything)
+from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
+from detectron2.config import LazyConfig, instantiate  # noqa: E402
+from detectron2.utils.logger import setup_logger  # noqa: E402
+from pe_panoptic.engine import default_device  # noqa: E402
+from pe_panoptic.evaluation.variants import evaluate_postprocess_variants, variant_grid  # noqa: E402
+from pe_panoptic.postprocess import DECODERS, VOID_SOURCES  # noqa: E402
+
+KEYS = (("panoptic_seg", "PQ"), ("panoptic_seg", "PQ_th"), ("panoptic_seg", "PQ_st"), ("panoptic_seg", "SQ"),
+        ("panoptic_seg", "RQ"), ("sem_seg", "mIoU"))
+
+
+def table(results: dict) -> str:
+    head = "| variant | " + " | ".join(k for _, k in KEYS) + " | post ms/img |"
+    lines = [head, "|" + "---|" * (len(KEYS) + 2)]
+    for name, res in results.items():
+        vals = [res.get(group, {}).get(key) for group, key in KEYS]
+        cells = ["-" if v is None else f"{float(v):.1f}" for v in vals]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {res['postprocess_ms_per_image']:.1f} |")
+    return "\n".join(lines)
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    return x.item() if hasattr(x, "item") else x
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config-file", required=True)
+    ap.add_argument("--checkpoint", default=None, help="weights to evaluate (default: train.init_checkpoint)")
+    ap.add_argument("--decoders", nargs="+", default=list(DECODERS), choices=DECODERS)
+    ap.add_argument("--void-sources", nargs="+", default=list(VOID_SOURCES), choices=VOID_SOURCES)
+    ap.add_argument("--output-dir", default=None, help="evaluator outputs, one folder per variant (default: a temp dir)")
+    ap.add_argument("--metrics-json", default="", help="also write the results to this JSON file")
+    ap.add_argument("opts", nargs=argparse.REMAINDER, help="key=value config overrides")
+    args = ap.parse_args(argv)
+    setup_logger(name="pe_panoptic")
+    logger = logging.getLogger("pe_panoptic.eval_postprocess")
+
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
+    checkpoint = args.checkpoint or cfg.train.get("init_checkpoint", "")
+    if not checkpoint:
+        raise SystemExit("give --checkpoint (or train.init_checkpoint=...): evaluating random weights is meaningless")
+    if not os.path.isfile(checkpoint):
+        raise SystemExit(f"checkpoint not found: {checkpoint}")
+    device = cfg.train.get("device", "auto")
+    device = default_device() if device in (None, "auto") else device
+    model = instantiate(cfg.model).to(device)
+    DetectionCheckpointer(model).load(checkpoint)
+    loader = instantiate(cfg.dataloader.test)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.output_dir or tmp
+
+        def make_evaluator(name):
+            ev_cfg = cfg.dataloader.evaluator
+            ev_cfg.output_dir = os.path.join(root, name.replace(",", "_").replace("=", "-"))
+            return instantiate(ev_cfg)
+
+        results = evaluate_postprocess_variants(model, loader, make_evaluator,
+                                                variant_grid(args.decoders, args.void_sources))
+    results = _jsonable(results)
+    logger.info(f"checkpoint {checkpoint}")
+    print(table(results))
+    if args.metrics_json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.metrics_json)), exist_ok=True)
+        with open(args.metrics_json, "w") as f:
+            json.dump(results, f, indent=2)
+    print(json.dumps(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()
