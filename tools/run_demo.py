@@ -6,7 +6,9 @@
    ``tools/train_net.py`` (progress with ETA in the log),
 3. evaluates it with ``COCOPanopticEvaluator`` + semantic mIoU and writes
    ``<output>/metrics.json`` (PQ, PQ_th, PQ_st, SQ, RQ, mIoU, ...),
-4. saves panoptic visualizations of a few val images (detectron2 ``Visualizer``) next to it.
+4. scores every post-processing variant (decoder x void_source) of the same checkpoint with
+   ``tools/eval_postprocess.py`` -> ``<output>/postprocess_variants.json``,
+5. saves panoptic visualizations of a few val images (detectron2 ``Visualizer``) next to it.
 """
 import argparse
 import json
@@ -72,6 +74,8 @@ def main():
     ap.add_argument("--config-file", default=os.path.join(ROOT, "configs/synthetic/pe_tiny.py"))
     ap.add_argument("--output", default=os.path.join(ROOT, "output/demo"))
     ap.add_argument("--num-vis", type=int, default=4)
+    ap.add_argument("--skip-variants", action="store_true",
+                    help="do not score the other post-processing variants (tools/eval_postprocess.py)")
     ap.add_argument("opts", nargs=argparse.REMAINDER, help="key=value config overrides")
     args = ap.parse_args()
     os.environ.setdefault("DETECTRON2_DATASETS", os.path.join(ROOT, "datasets"))
@@ -98,6 +102,13 @@ def main():
     metrics["train_eval_seconds"] = round(time.time() - t0, 1)
     with open(metrics_path, "w") as f:
         json.dump(metrics, f, indent=2)
+    if not args.skip_variants:
+        # trained PQ of every decoder x void_source on the same checkpoint (one forward pass)
+        vcmd = [sys.executable, os.path.join(ROOT, "tools/eval_postprocess.py"), "--config-file", args.config_file,
+                "--checkpoint", os.path.join(args.output, "model_final.pth"),
+                "--metrics-json", os.path.join(args.output, "postprocess_variants.json")] + opts
+        print("[demo] " + " ".join(vcmd), flush=True)
+        subprocess.run(vcmd, check=True)
     paths = visualize(args.config_file, os.path.join(args.output, "model_final.pth"), args.output, args.num_vis, opts)
     print(f"[demo] visualizations: {', '.join(os.path.basename(p) for p in paths)}")
     print(f"[demo] metrics ({metrics_path}): " + json.dumps(metrics))
