@@ -31,6 +31,7 @@ from detectron2.evaluation import COCOPanopticEvaluator, DatasetEvaluators
 from detectron2.utils import comm
 
 __all__ = [
+    "jsonable",
     "PETrainer",
     "build_evaluators",
     "launch",
@@ -44,6 +45,17 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _DTYPES = {"fp16": torch.float16, "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+
+
+def jsonable(x):
+    """Evaluation results -> plain JSON types (numpy / torch scalars via ``.item()``, keys as str)."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if hasattr(x, "item"):
+        return x.item()
+    return x
 
 
 def default_device() -> str:

@@ -24,7 +24,7 @@ import pe_panoptic  # noqa: E402,F401  (registers everything)
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import LazyConfig, instantiate  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
-from pe_panoptic.engine import default_device  # noqa: E402
+from pe_panoptic.engine import default_device, jsonable  # noqa: E402
 from pe_panoptic.evaluation.variants import evaluate_postprocess_variants, variant_grid  # noqa: E402
 from pe_panoptic.postprocess import DECODERS, VOID_SOURCES  # noqa: E402
 
@@ -40,14 +40,6 @@ def table(results: dict) -> str:
         cells = ["-" if v is None else f"{float(v):.1f}" for v in vals]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {res['postprocess_ms_per_image']:.1f} |")
     return "\n".join(lines)
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    return x.item() if hasattr(x, "item") else x
 
 
 def main(argv=None):
@@ -85,7 +77,7 @@ def main(argv=None):
 
         results = evaluate_postprocess_variants(model, loader, make_evaluator,
                                                 variant_grid(args.decoders, args.void_sources))
-    results = _jsonable(results)
+    results = jsonable(results)
     logger.info(f"checkpoint {checkpoint}")
     print(table(results))
     if args.metrics_json:

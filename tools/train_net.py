@@ -42,6 +42,7 @@ from pe_panoptic.engine import (  # noqa: E402
     PETrainer,
     ddp_kwargs,
     default_device,
+    jsonable,
     launch,
     maybe_compile,
 )
@@ -141,19 +142,9 @@ def main(args):
     if comm.is_main_process() and args.metrics_json:
         os.makedirs(os.path.dirname(os.path.abspath(args.metrics_json)), exist_ok=True)
         with open(args.metrics_json, "w") as f:
-            json.dump(_jsonable(results), f, indent=2)
+            json.dump(jsonable(results), f, indent=2)
         logger.info(f"wrote metrics to {args.metrics_json}")
     return results
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if hasattr(x, "item"):
-        return x.item()
-    return x
 
 
 def get_parser():
