@@ -3,10 +3,12 @@
 
     python datasets/prepare_synthetic.py    # -> $DETECTRON2_DATASETS/synthetic_panoptic
     python datasets/prepare_synthetic.py --root /tmp/synth --num-train 50 --num-val 10 --size 112
+    python datasets/prepare_synthetic.py --variant small   # -> .../synthetic_panoptic_small (32/16 at 112 px)
 
 Idempotent: re-running with the same parameters does nothing (see ``manifest.json``); other
 parameters regenerate. The result is registered as ``synthetic_panoptic_train`` /
-``synthetic_panoptic_val`` when ``pe_panoptic`` is imported with the same ``DETECTRON2_DATASETS``.
+``synthetic_panoptic_val`` (``--variant small``: ``synthetic_panoptic_small_{train,val}``) when
+``pe_panoptic`` is imported with the same ``DETECTRON2_DATASETS``.
 """
 import argparse
 import os
@@ -14,10 +16,10 @@ import sys
 import time
 
 try:
-    from pe_panoptic.data.synthetic import default_synthetic_root, generate_synthetic_panoptic
+    from pe_panoptic.data.synthetic import VARIANTS, default_synthetic_root, generate_synthetic_panoptic
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from pe_panoptic.data.synthetic import default_synthetic_root, generate_synthetic_panoptic
+    from pe_panoptic.data.synthetic import VARIANTS, default_synthetic_root, generate_synthetic_panoptic
 
 
 def parse_args(argv=None):
@@ -26,14 +28,18 @@ def parse_args(argv=None):
     p.add_argument("--root", default=None,
                    help="output folder (default: $DETECTRON2_DATASETS/synthetic_panoptic, "
                         "DETECTRON2_DATASETS defaulting to ./datasets)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-train", type=int, default=600)
-    p.add_argument("--num-val", type=int, default=60)
-    p.add_argument("--size", type=int, nargs="+", default=[168], metavar="PX",
-                   help="image size: one value (square) or H W; multiples of 14 suit DINOv2")
+    p.add_argument("--variant", choices=sorted(VARIANTS), default="default",
+                   help="'small': the 32 / 16 images at 112 px of synthetic_panoptic_small_{train,val} "
+                        "(the flags below override its parameters)")
+    p.add_argument("--seed", type=int, default=None, help="default 0 (small: 3)")
+    p.add_argument("--num-train", type=int, default=None, help="default 600 (small: 32)")
+    p.add_argument("--num-val", type=int, default=None, help="default 60 (small: 16)")
+    p.add_argument("--size", type=int, nargs="+", default=None, metavar="PX",
+                   help="image size: one value (square) or H W; multiples of 14 suit DINOv2 "
+                        "(default 168; small: 112)")
     p.add_argument("--force", action="store_true", help="regenerate even if up to date")
     args = p.parse_args(argv)
-    if len(args.size) not in (1, 2):
+    if args.size is not None and len(args.size) not in (1, 2):
         p.error(f"--size takes one value or two (H W), got {args.size}")
     return args
 
@@ -55,12 +61,16 @@ def format_summary(manifest: dict) -> str:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    size = tuple(args.size) * (2 if len(args.size) == 1 else 1)
-    root = args.root or default_synthetic_root()
+    folder, params = VARIANTS[args.variant]
+    params = {**dict(seed=0, num_train=600, num_val=60, image_size=(168, 168)), **params}
+    if args.size is not None:
+        params["image_size"] = tuple(args.size) * (2 if len(args.size) == 1 else 1)
+    for key in ("seed", "num_train", "num_val"):
+        if getattr(args, key) is not None:
+            params[key] = getattr(args, key)
+    root = args.root or os.path.join(os.path.dirname(default_synthetic_root()), folder)
     t0 = time.time()
-    manifest = generate_synthetic_panoptic(root, seed=args.seed, num_train=args.num_train,
-                                           num_val=args.num_val, image_size=size,
-                                           force=args.force, progress=True)
+    manifest = generate_synthetic_panoptic(root, force=args.force, progress=True, **params)
     print(format_summary(manifest))
     print(f"  ({time.time() - t0:.1f} s)")
     return manifest

@@ -1,5 +1,6 @@
 """Tests of the built-in synthetic panoptic dataset (pe_panoptic/data/synthetic.py)."""
 import importlib.util
+import itertools
 import json
 import os
 import pathlib
@@ -313,11 +314,11 @@ def test_import_registers_default_splits_lazily(d2_datasets):
     import pe_panoptic.data  # noqa: F401
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
-    for split in ("train", "val"):
-        name = f"synthetic_panoptic_{split}"
+    for folder, split in itertools.product(("synthetic_panoptic", "synthetic_panoptic_small"), ("train", "val")):
+        name = f"{folder}_{split}"
         assert name in DatasetCatalog.list()
         meta = MetadataCatalog.get(name)
-        expected = os.path.join(str(D2_DATASETS), "synthetic_panoptic", f"panoptic_{split}")
+        expected = os.path.join(str(D2_DATASETS), folder, f"panoptic_{split}")
         assert meta.panoptic_root == expected
         assert not os.path.exists(meta.panoptic_root)  # nothing generated at import
         with pytest.raises(FileNotFoundError, match="prepare_synthetic.py"):
@@ -377,7 +378,7 @@ def test_semseg_evaluator_ground_truth_scores_100(synth_root):
 # ---------------------------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------------------------
-def test_prepare_script(tmp_path, capsys):
+def test_prepare_script(tmp_path, capsys, monkeypatch):
     path = ROOT / "datasets" / "prepare_synthetic.py"
     spec = importlib.util.spec_from_file_location("prepare_synthetic", path)
     script = importlib.util.module_from_spec(spec)
@@ -393,3 +394,19 @@ def test_prepare_script(tmp_path, capsys):
     assert "up to date" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         script.parse_args(["--size", "1", "2", "3"])
+
+    # --variant small: its own folder next to the default one, 112 px, overridable counts
+    env_root = tmp_path / "d2"
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(env_root))
+    manifest = script.main(["--variant", "small", "--num-train", "2", "--num-val", "1"])
+    assert manifest["root"] == str(env_root / "synthetic_panoptic_small")
+    assert manifest["params"]["image_size"] == [112, 112] and manifest["params"]["seed"] == 3
+    assert Image.open(env_root / "synthetic_panoptic_small" / "val" / "000000000001.jpg").size == (112, 112)
+
+
+def test_ensure_small_variant(tmp_path):
+    m = syn.ensure_synthetic_panoptic(str(tmp_path), variant="small", num_train=1, num_val=1)
+    assert m["root"] == str(tmp_path / "synthetic_panoptic_small")
+    assert m["params"]["image_size"] == [112, 112] and m["params"]["num_train"] == 1
+    with pytest.raises(ValueError, match="variant must be one of"):
+        syn.ensure_synthetic_panoptic(str(tmp_path), variant="huge")

@@ -704,16 +704,20 @@ def generate_synthetic_panoptic(root: Optional[str] = None, *, seed: int = 0, nu
     return {**manifest, "generated": True, "root": root}
 
 
-def ensure_synthetic_panoptic(datasets_root: Optional[str] = None, **kwargs) -> dict:
+def ensure_synthetic_panoptic(datasets_root: Optional[str] = None, variant: str = "default", **kwargs) -> dict:
     """Make sure the dataset exists where the default registrations look:
-    ``<datasets_root>/synthetic_panoptic``, ``datasets_root`` defaulting to
-    ``$DETECTRON2_DATASETS`` (then ``datasets/``). A no-op when up to date; ``kwargs`` go to
-    :func:`generate_synthetic_panoptic` (defaults: the default dataset)."""
+    ``<datasets_root>/synthetic_panoptic`` (``variant="small"``:
+    ``<datasets_root>/synthetic_panoptic_small``, see :data:`SMALL_VARIANT`), ``datasets_root``
+    defaulting to ``$DETECTRON2_DATASETS`` (then ``datasets/``). A no-op when up to date;
+    ``kwargs`` go to :func:`generate_synthetic_panoptic` (over the variant's parameters)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"ensure_synthetic_panoptic: variant must be one of {sorted(VARIANTS)}, got {variant!r}")
+    folder, params = VARIANTS[variant]
     base = datasets_root
     if base is None:
         base = os.getenv("DETECTRON2_DATASETS", "datasets")
-    root = os.path.join(os.path.expanduser(os.fspath(base)), "synthetic_panoptic")
-    return generate_synthetic_panoptic(root, **kwargs)
+    root = os.path.join(os.path.expanduser(os.fspath(base)), folder)
+    return generate_synthetic_panoptic(root, **{**params, **kwargs})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -767,16 +771,28 @@ def register_synthetic_panoptic(name: str, root: str, split: str) -> None:
     )
 
 
+#: The small variant ``synthetic_panoptic_small_{train,val}`` (folder ``synthetic_panoptic_small``):
+#: 32 / 16 images at 112 px, for the from-scratch learning probe ``configs/synthetic/pe_probe.py``
+#: (memorization of the training images vs generalization to unseen ones). Generate it with
+#: ``ensure_synthetic_panoptic(variant="small")`` or ``datasets/prepare_synthetic.py --variant small``.
+SMALL_VARIANT = dict(seed=3, num_train=32, num_val=16, image_size=(112, 112))
+VARIANTS = {"default": ("synthetic_panoptic", {}), "small": ("synthetic_panoptic_small", SMALL_VARIANT)}
+
+
 def register_all_synthetic_panoptic(root: Optional[str] = None) -> None:
-    """Register ``synthetic_panoptic_train`` / ``synthetic_panoptic_val`` (skipping names that
-    already exist, so re-imports are harmless)."""
+    """Register ``synthetic_panoptic_{train,val}`` and ``synthetic_panoptic_small_{train,val}``
+    (skipping names that already exist, so re-imports are harmless). ``root``: the folder of the
+    default dataset; the small one lives next to it."""
     from detectron2.data import DatasetCatalog
 
     root = default_synthetic_root() if root is None else root
-    for split in SPLITS:
-        name = f"synthetic_panoptic_{split}"
-        if name not in DatasetCatalog.list():
-            register_synthetic_panoptic(name, root, split)
+    base = os.path.dirname(os.path.abspath(root))
+    for variant, (folder, _) in VARIANTS.items():
+        vroot = root if variant == "default" else os.path.join(base, folder)
+        for split in SPLITS:
+            name = f"{folder}_{split}"
+            if name not in DatasetCatalog.list():
+                register_synthetic_panoptic(name, vroot, split)
 
 
 register_all_synthetic_panoptic()
