@@ -1,6 +1,7 @@
 """pe_panoptic.visualize (centroid colour map, decoded centroids, EDS map) and tools/demo.py on
 images, a dataset with ground truth, a COCO panoptic JSON and a video."""
 import colorsys
+import dataclasses
 import importlib.util
 import json
 import math
@@ -184,3 +185,26 @@ def test_demo_on_video(demo, tmp_path, capsys):
         frames.append(f)
     cap.release()
     assert len(frames) == 3 and frames[0].shape == (56, 84, 3)
+
+
+def test_centroid_map_follows_void_source(demo, d2_datasets):
+    """The decoded-centroid map is decoded as the post-processing decodes: with the paper's
+    void_source a random model's near-zero instance output is void everywhere; with "semantic"
+    exactly the semantic thing pixels get a cell, so every pixel of a thing segment has one."""
+    from detectron2.config import LazyConfig, instantiate
+
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(str(ROOT / "configs/synthetic/pe_tiny.py")), TINY)
+    torch.manual_seed(0)
+    model = instantiate(cfg.model).eval()
+    image = np.random.default_rng(0).integers(0, 256, (98, 126, 3), dtype=np.uint8)
+    pred = demo.Predictor(cfg, model, "cpu")
+    res = pred(image)
+    assert res["code"].shape == (98, 126) and bool((res["code"] == -1).all())
+    model.postprocess_cfg = dataclasses.replace(model.postprocess_cfg, void_source="semantic")
+    res = pred(image)
+    seg, info = res["panoptic_seg"]
+    things = [s["id"] for s in info if s["isthing"]]
+    assert things, "the random model should predict some thing pixels"
+    in_thing = torch.isin(seg, torch.tensor(things))
+    assert bool((res["code"][in_thing] >= 0).all())
+    assert 0 < int((res["code"] >= 0).sum()) < res["code"].numel()

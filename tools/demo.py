@@ -172,7 +172,14 @@ class Predictor:
         oh, ow = outputs["inst"].shape[-2:]
         ch = max(1, round(d["image_size_unpadded"][0] * oh / x.shape[-2]))
         cw = max(1, round(d["image_size_unpadded"][1] * ow / x.shape[-1]))
-        code, _ = decode_cells(outputs["inst"][0, :, :ch, :cw].float(), m.encoding, m.postprocess_cfg.grid)
+        thing_pixels = None
+        if m.postprocess_cfg.void_source == "semantic":  # decode exactly as the post-processing does
+            sem_arg = outputs["sem_logits"][0, :, :ch, :cw].argmax(0)
+            is_thing = torch.zeros(outputs["sem_logits"].shape[1], dtype=torch.bool, device=sem_arg.device)
+            is_thing[torch.as_tensor(list(m.thing_ids), dtype=torch.long, device=sem_arg.device)] = True
+            thing_pixels = is_thing[sem_arg]
+        code, _ = decode_cells(outputs["inst"][0, :, :ch, :cw].float(), m.encoding, m.postprocess_cfg.grid,
+                               thing_pixels)
         res["code"] = resize_labels(code, (d["height"], d["width"]))
         res["input_hw"] = tuple(x.shape[-2:])
         res["resized_hw"] = d["image_size_unpadded"]
