@@ -245,14 +245,17 @@ def panoptic_targets(
       the unlabeled region its own label), or 1 without EDS; 0 where ``sem_seg == ignore_label``.
 
     ``eds_D`` is in input pixels (the distance transform uses ``pixel_scale = input / output``).
+    The output may be smaller than the input (ICML decoder: 8/14) or larger (paper_v1's decoder
+    with a 4th upsampling: 16/14); either way each output pixel takes the input pixel under its
+    center (nearest), and centroids are computed at input resolution.
     """
     pan_ids = np.asarray(pan_ids)
     H, W = (int(v) for v in input_hw)
     h, w = (int(v) for v in output_hw)
     if pan_ids.ndim != 2 or pan_ids.shape != (H, W):
         raise ValueError(f"pan_ids has shape {pan_ids.shape}, expected input_hw {(H, W)}")
-    if not (0 < h <= H and 0 < w <= W):
-        raise ValueError(f"output_hw {output_hw} must be positive and not larger than input_hw {input_hw}")
+    if not (h > 0 and w > 0):
+        raise ValueError(f"output_hw {output_hw} must be positive")
     if not np.issubdtype(pan_ids.dtype, np.integer):
         raise ValueError(f"pan_ids must be an integer array, got dtype {pan_ids.dtype}")
     pan_ids = pan_ids.astype(np.int64, copy=False)

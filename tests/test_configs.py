@@ -131,14 +131,17 @@ def test_parameter_counts_match_the_paper(d2_datasets):
 
     with torch.device("meta"):
         vitb = n_params(instantiate(load("configs/coco/vitb_ablation_420.py").model))
+        vitb_v1 = n_params(instantiate(load("configs/coco/vitb_ablation_420_v1_decoder.py").model))
         vitl = n_params(instantiate(load("configs/coco/vitl_stage3.py").model))
-    assert vitb == pytest.approx(91.9e6, rel=0.01)
+    assert vitb_v1 == pytest.approx(91.9e6, rel=0.005)
+    assert vitb == pytest.approx(91.4e6, rel=0.005)
     assert vitl == pytest.approx(310e6, rel=0.01)
 
 
 def test_paper_schedules(d2_datasets):
     expect = {  # config: (input, effective batch, epochs, max_iter, tasks, decoder upsamplings)
         "configs/coco/vitb_ablation_420.py": (420, 256, 200, 92412, ("sem", "inst"), 3),
+        "configs/coco/vitb_ablation_420_v1_decoder.py": (420, 256, 200, 92412, ("sem", "inst"), 4),
         "configs/coco/vitl_518.py": (518, 256, 200, 92412, ("sem", "inst"), 3),
         "configs/coco/vitl_stage1.py": (280, 1024, 400, 46206, ("inst",), 3),
         "configs/coco/vitl_stage2.py": (336, 512, 200, 46206, ("sem", "inst"), 3),
@@ -196,6 +199,10 @@ def test_one_config_per_ablation_row(d2_datasets):
         rows[(cfg.train.reference.table, cfg.train.reference.row)] = (setting, cfg.train.reference.pq)
         assert cfg.model.backbone.model_name == "vit_base_patch14_dinov2"
         assert cfg.dataloader.train.mapper.input_size == 420
+        # each paper version's decoder: paper_v1 4 upsamplings (16/14), ICML 3 (8/14)
+        ups = 4 if cfg.train.reference.table.startswith("paper_v1") else 3
+        assert cfg.model.decoder.num_upsample == ups, rel
+        assert cfg.dataloader.train.mapper.output_stride == pytest.approx(14 / 2**ups), rel
     assert rows[("paper_v1 Table 2", "EDS no, include void no")] == ((False, False, "pe", 4), 44.91)
     assert rows[("paper_v1 Table 2", "EDS yes, include void yes")] == ((True, True, "pe", 4), 48.61)
     assert rows[("paper_v1 Table 3", "Direct centroid regression")] == ((True, True, "rgb", None), 41.61)
@@ -210,8 +217,8 @@ def test_one_config_per_ablation_row(d2_datasets):
         assert len(settings) == len(set(settings)), table
 
 
-@pytest.mark.parametrize("row", ["icml_t4_no_eds_direct_regression", "v1_t3_cross_entropy"])
-def test_ablation_configs_train_on_a_real_image(row, d2_datasets):
+@pytest.mark.parametrize("row,out", [("icml_t4_no_eds_direct_regression", 240), ("v1_t3_cross_entropy", 480)])
+def test_ablation_configs_train_on_a_real_image(row, out, d2_datasets):
     """Mapper and model of a row agree (decoder upsamplings <-> mapper output_stride, encoding <->
     head channels, EDS / void flags): one training step on a COCO image with a tiny backbone in
     place of ViT-B."""
@@ -229,7 +236,8 @@ def test_ablation_configs_train_on_a_real_image(row, d2_datasets):
     mapper = instantiate(cfg.dataloader.train.mapper)
     sample = mapper(DatasetCatalog.get("coco_2017_val_panoptic")[0])
     assert tuple(sample["image"].shape[-2:]) == (420, 420)
-    assert tuple(sample["targets"]["sem_seg"].shape) == (240, 240)  # 420 * 8 / 14
+    # ICML decoder: 420 * 8 / 14 = 240; paper_v1's (4 upsamplings): 420 * 16 / 14 = 480
+    assert tuple(sample["targets"]["sem_seg"].shape) == (out, out)
     model.task_probs = None  # both tasks in this one step
     losses = model([sample])
     assert {"loss_sem", "loss_inst"} <= set(losses) and all(torch.isfinite(v) for v in losses.values())

@@ -22,7 +22,7 @@ def tiny_model(**kw):
     return PixelCentroidHead(**args)
 
 
-def sample(h=56, w=56, seed=0):
+def sample(h=56, w=56, seed=0, out_num=8):
     rng = np.random.RandomState(seed)
     pan = np.zeros((h, w), np.int64)
     pan[:, : w // 2] = 3  # stuff (class 2)
@@ -30,7 +30,7 @@ def sample(h=56, w=56, seed=0):
     pan[30:50, 30:45] = 2  # thing class 1
     info = [dict(id=1, category_id=0, iscrowd=0, isthing=True), dict(id=2, category_id=1, iscrowd=0, isthing=True),
             dict(id=3, category_id=2, iscrowd=0, isthing=False)]
-    tg = panoptic_targets(pan, info, input_hw=(h, w), output_hw=(h * 8 // 14, w * 8 // 14))
+    tg = panoptic_targets(pan, info, input_hw=(h, w), output_hw=(h * out_num // 14, w * out_num // 14))
     img = torch.from_numpy(rng.randint(0, 255, (3, h, w)).astype(np.uint8))
     return {"image": img, "height": h, "width": w, "targets": tg, "file_name": f"img{seed}"}
 
@@ -95,6 +95,25 @@ def test_output_stride_mismatch_is_reported():
                               thing_ids=[0, 1]).train()
     with pytest.raises(ValueError, match="output_stride must be 0.875"):
         model([sample()])
+
+
+def test_paper_v1_decoder_trains_and_infers():
+    """paper_v1's decoder: 4 upsamplings, output 16/14 of the input (64 x 64 for 56 x 56), with
+    targets built at that size (mapper output_stride = 14/16)."""
+    backbone = DINOv2Backbone("vit_small_patch14_dinov2", out_indices=(0, 1), img_size=56, model_kwargs=TINY)
+    decoder = TransposedConvDecoder(in_channels=96, width=16, num_upsample=4)
+    model = PixelCentroidHead(backbone=backbone, decoder=decoder, decoder_width=16, num_classes=3,
+                              thing_ids=[0, 1], postprocess=dict(grid=(16, 16))).train()
+    batch = [sample(seed=0, out_num=16), sample(seed=1, out_num=16)]
+    assert tuple(batch[0]["targets"]["sem_seg"].shape) == (64, 64)
+    losses = model(batch)
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    assert all(p.grad is not None for p in model.decoder.parameters())
+    out = model.eval()([{"image": batch[0]["image"], "height": 70, "width": 70}])[0]
+    seg, info = out["panoptic_seg"]
+    assert tuple(seg.shape) == (70, 70) and tuple(out["sem_seg"].shape) == (3, 70, 70)
 
 
 def test_inference_pastes_only_the_unpadded_region():

@@ -78,6 +78,20 @@ def test_pixel_center_paste_beats_legacy_nearest(oracle, capsys):
     assert pq["nearest-exact"] > pq["nearest"] + 1.0
 
 
+def test_paper_v1_decoder_resolution_raises_the_ceiling(oracle, capsys):
+    """paper_v1's decoder outputs 16/14 of the input, the ICML one 8/14: at 420 px (the ablation
+    size) the finer output keeps more boundary pixels. Measured on the 3 COCO images: PQ 95.3
+    vs 91.9, every segment found by both."""
+    pq = {}
+    for stride in ("14/16", "14/8"):
+        oracle.main(["--input-size", "420", "--output-stride", stride])
+        res = last_json(capsys)
+        assert res["RQ"] == pytest.approx(100.0)
+        pq[stride] = res["PQ"]
+    assert pq["14/16"] > pq["14/8"] + 2.0
+    assert pq["14/16"] == pytest.approx(95.33, abs=0.05) and pq["14/8"] == pytest.approx(91.93, abs=0.05)
+
+
 def test_bad_arguments(oracle):
     with pytest.raises(ValueError, match="not registered"):
         oracle.main(["--dataset", "no_such_dataset"])

@@ -194,6 +194,28 @@ def test_inst_ids_compact_when_instance_vanishes_at_output():
     np.testing.assert_array_equal(t["inst_ids"].numpy(), np.array([[0, 0, 0, 0]] * 2 + [[0, 0, 1, 1]] * 2))
 
 
+def test_panoptic_targets_above_input_resolution_paper_v1_decoder():
+    """paper_v1's decoder (4 upsamplings) outputs 16/14 of the input: 28 -> 32. Targets are the
+    input labels under each output pixel centre (nearest upsampling), centroids from the input,
+    and EDS distances still in input pixels."""
+    pan, segs = _two_instance_map()
+    t = panoptic_targets(pan, segs, input_hw=(28, 28), output_hw=(32, 32))
+    same = panoptic_targets(pan, segs, input_hw=(28, 28), output_hw=(28, 28))
+    ys = output_sample_indices(28, 32)
+    for k in ("sem_seg", "inst_valid", "inst_ids"):
+        np.testing.assert_array_equal(t[k].numpy(), same[k].numpy()[ys][:, ys])
+    np.testing.assert_array_equal(t["inst_uv"].numpy(), same["inst_uv"].numpy()[:, ys][:, :, ys])
+    # 1-D EDS by hand: 1 x 7 input (labels 0 0 0 1 1 1 1) -> 1 x 8 output, D = 2 input px
+    pan1 = np.array([[0, 0, 0, 5, 5, 5, 5]])
+    t1 = panoptic_targets(pan1, [dict(id=5, category_id=1, iscrowd=0, isthing=True)], input_hw=(1, 7),
+                          output_hw=(1, 8), eds_D=2.0)
+    # output centres sample input cols 0 1 2 3 3 4 5 6 -> labels 0 0 0 1 1 1 1 1; the distance
+    # transform counts 2 1 0 0 1 2 3 4 output px, each 7/8 input px
+    np.testing.assert_array_equal(output_sample_indices(7, 8), [0, 1, 2, 3, 3, 4, 5, 6])
+    d = np.array([2, 1, 0, 0, 1, 2, 3, 4]) * 7 / 8
+    np.testing.assert_allclose(t1["inst_weight"].numpy()[0], np.exp(-(d / 2.0) ** 2), rtol=1e-6)
+
+
 def test_panoptic_targets_bad_input():
     pan, segs = _two_instance_map()
     with pytest.raises(ValueError, match="not in segments_info"):

@@ -3,9 +3,8 @@
 # as semantics, PE with L = 4, EDS (D = 20, w_min = 0) and void regions included, TV weight 0.1,
 # DICE weight 1 (instances). Decoder: the ICML one (3 transposed convs, output at 8/14 of the
 # input), as for the ICML Table 4 rows; paper_v1 had a 4th upsampling (output 16/14 of the input,
-# "upscale[s] the image to the original size"), i.e. model.decoder.num_upsample=4 with
-# dataloader.train.mapper.output_stride=14/16, which needs targets above the input resolution
-# (pe_panoptic.targets does not build those). AdamW lr 5e-4, layer decay 0.6,
+# "upscale[s] the image to the original size"): vitb_ablation_420_v1_decoder.py, used by the
+# paper_v1 table rows. AdamW lr 5e-4, layer decay 0.6,
 # weight decay 0.05, 3 warmup epochs then cosine to 1e-6, effective batch 256, 200 epochs
 # (= 92412 iterations; paper: "200 epochs or 92K steps"), 8 x A100 in the paper.
 #

@@ -1,6 +1,6 @@
 # paper_v1 Table 2, row 4 (the full method = the base config): EDS (D = 20), void regions included.
-# Paper: COCO PQ 48.61 (DINOv2 ViT-B, 420 x 420, 200 epochs; see ../vitb_ablation_420.py).
-from ..vitb_ablation_420 import dataloader, lr_multiplier, model, optimizer, train
+# Paper: COCO PQ 48.61 (DINOv2 ViT-B, 420 x 420, 200 epochs; see ../vitb_ablation_420_v1_decoder.py).
+from ..vitb_ablation_420_v1_decoder import dataloader, lr_multiplier, model, optimizer, train
 
 dataloader.train.mapper.use_eds = True
 dataloader.train.mapper.include_void = True

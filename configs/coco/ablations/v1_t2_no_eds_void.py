@@ -1,7 +1,7 @@
 # paper_v1 Table 2, row 2: no EDS (all pixels weigh 1), void regions included (regressed to the void
 # code).
-# Paper: COCO PQ 46.74 (DINOv2 ViT-B, 420 x 420, 200 epochs; see ../vitb_ablation_420.py).
-from ..vitb_ablation_420 import dataloader, lr_multiplier, model, optimizer, train
+# Paper: COCO PQ 46.74 (DINOv2 ViT-B, 420 x 420, 200 epochs; see ../vitb_ablation_420_v1_decoder.py).
+from ..vitb_ablation_420_v1_decoder import dataloader, lr_multiplier, model, optimizer, train
 
 dataloader.train.mapper.use_eds = False
 dataloader.train.mapper.include_void = True

@@ -1,0 +1,10 @@
+# paper_v1's ablation model exactly: vitb_ablation_420.py with paper_v1's decoder, FOUR transposed
+# convs (2x each) that bring the 30 x 30 patch grid of a 420 px input to 480 x 480 (16/14 of the
+# input; paper_v1: "upscale[s] the image to the original size"). The targets are built at that
+# size (mapper output_stride = 14/16: nearest upsampling of the input labels, centroids and EDS
+# distances still in input pixels). The paper_v1 table rows (ablations/v1_t*) use this config.
+from .vitb_ablation_420 import dataloader, lr_multiplier, model, optimizer, train
+
+model.decoder.num_upsample = 4
+dataloader.train.mapper.output_stride = 14 / 16  # must match num_upsample (input / output size)
+train.output_dir = "output/coco/vitb_ablation_420_v1_decoder"
