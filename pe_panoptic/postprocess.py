@@ -102,6 +102,7 @@ __all__ = [
     "grid_nms",
     "matrix_nms",
     "instance_map_from_outputs",
+    "thing_pixel_mask",
     "merge_instances_and_semantics",
     "panoptic_from_outputs",
     "naive_decode",
@@ -503,6 +504,12 @@ def _thing_mask(thing_ids, num_classes: int, device) -> torch.Tensor:
     return mask
 
 
+def thing_pixel_mask(sem_logits: torch.Tensor, thing_ids: Sequence[int]) -> torch.Tensor:
+    """``[h, w]`` bool: pixels whose semantic argmax (``sem_logits [N, h, w]``) is a thing class
+    (the ``thing_pixels`` of :func:`decode_cells` for ``void_source="semantic"``)."""
+    return _thing_mask(thing_ids, sem_logits.shape[0], sem_logits.device)[sem_logits.argmax(0)]
+
+
 def _logsumexp0(x: torch.Tensor, x_max: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
     """``torch.logsumexp(x, 0)`` of ``x [N, ...]`` given ``x_max = x.amax(0)``, with the same
     arithmetic (shift by the max, or by 0 where it is infinite). On CPU the shifted
@@ -635,9 +642,7 @@ def panoptic_from_outputs(
         raise ValueError(
             f"sem_logits {tuple(sem_logits.shape[1:])} and inst {tuple(inst.shape[1:])} must have the same h, w"
         )
-    thing_pixels = None
-    if cfg.void_source == "semantic":
-        thing_pixels = _thing_mask(thing_ids, sem_logits.shape[0], sem_logits.device)[sem_logits.argmax(0)]
+    thing_pixels = thing_pixel_mask(sem_logits, thing_ids) if cfg.void_source == "semantic" else None
     inst_map, scores = instance_map_from_outputs(inst, encoding, cfg, thing_pixels)
     return merge_instances_and_semantics(
         inst_map, scores, sem_logits, thing_ids, cfg.thing_fraction, cfg.min_stuff_area

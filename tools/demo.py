@@ -45,7 +45,7 @@ import pe_panoptic  # noqa: E402,F401
 from pe_panoptic.analysis import segments_with_isthing  # noqa: E402
 from pe_panoptic.data.mapper import read_image_8bit, read_panoptic_ids  # noqa: E402
 from pe_panoptic.export import postprocess  # noqa: E402
-from pe_panoptic.postprocess import decode_cells  # noqa: E402
+from pe_panoptic.postprocess import decode_cells, thing_pixel_mask  # noqa: E402
 from pe_panoptic.visualize import (  # noqa: E402
     add_caption,
     cells_to_image_xy,
@@ -174,10 +174,7 @@ class Predictor:
         cw = max(1, round(d["image_size_unpadded"][1] * ow / x.shape[-1]))
         thing_pixels = None
         if m.postprocess_cfg.void_source == "semantic":  # decode exactly as the post-processing does
-            sem_arg = outputs["sem_logits"][0, :, :ch, :cw].argmax(0)
-            is_thing = torch.zeros(outputs["sem_logits"].shape[1], dtype=torch.bool, device=sem_arg.device)
-            is_thing[torch.as_tensor(list(m.thing_ids), dtype=torch.long, device=sem_arg.device)] = True
-            thing_pixels = is_thing[sem_arg]
+            thing_pixels = thing_pixel_mask(outputs["sem_logits"][0, :, :ch, :cw], m.thing_ids)
         code, _ = decode_cells(outputs["inst"][0, :, :ch, :cw].float(), m.encoding, m.postprocess_cfg.grid,
                                thing_pixels)
         res["code"] = resize_labels(code, (d["height"], d["width"]))
