@@ -30,6 +30,7 @@ __all__ = [
     "resolve_accumulate_steps",
     "apply_recipe",
     "set_input_size",
+    "set_decoder_upsampling",
     "use_resumable_loader",
 ]
 
@@ -209,6 +210,17 @@ def set_input_size(dataloader, size, test_size=None) -> None:
     mapper["input_size"] = value
     mapper["augmentations"]["size"] = value
     dataloader["test"]["mapper"]["augmentations"]["size"] = int(test_size if test_size is not None else max(hw))
+
+
+def set_decoder_upsampling(model, dataloader, num_upsample: int, patch_size: int = 14) -> None:
+    """Set the decoder's number of 2x upsamplings AND the training mapper's ``output_stride``
+    (``patch_size / 2**num_upsample``: the size of the targets it builds) together, so the two
+    cannot disagree: ICML 3 (output 8/14 of the input), paper_v1 4 (16/14)."""
+    n = int(num_upsample)
+    if n < 0 or n != num_upsample:
+        raise ValueError(f"set_decoder_upsampling: num_upsample must be an int >= 0, got {num_upsample!r}")
+    model["decoder"]["num_upsample"] = n
+    dataloader["train"]["mapper"]["output_stride"] = patch_size / 2**n
 
 
 def use_resumable_loader(dataloader, seed="${train.seed}") -> None:

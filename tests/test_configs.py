@@ -92,6 +92,18 @@ def test_set_input_size_rejects_non_multiples_of_14():
         set_input_size(dl, 500)
 
 
+def test_set_decoder_upsampling_keeps_mapper_and_decoder_together():
+    from pe_panoptic.recipes import set_decoder_upsampling
+
+    model, dataloader = {"decoder": {}}, {"train": {"mapper": {}}}
+    set_decoder_upsampling(model, dataloader, 4)
+    assert model["decoder"]["num_upsample"] == 4 and dataloader["train"]["mapper"]["output_stride"] == 14 / 16
+    set_decoder_upsampling(model, dataloader, 3)
+    assert model["decoder"]["num_upsample"] == 3 and dataloader["train"]["mapper"]["output_stride"] == 14 / 8
+    with pytest.raises(ValueError, match="num_upsample"):
+        set_decoder_upsampling(model, dataloader, 2.5)
+
+
 # ------------------------------------------------------------------------------------------
 # every config loads and instantiates its model (on the meta device: no memory, no weights)
 # ------------------------------------------------------------------------------------------

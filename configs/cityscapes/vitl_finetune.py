@@ -8,7 +8,7 @@
 # Memory: 784 x 1568 is 6272 tokens for ViT-L: bf16 + gradient checkpointing, 2 images per GPU.
 from ..coco.vitl_stage2 import lr_multiplier, model, optimizer, train
 from ..common.data.cityscapes_panoptic import MODEL_GRID, dataloader
-from pe_panoptic.recipes import apply_recipe, make_recipe, use_resumable_loader
+from pe_panoptic.recipes import apply_recipe, make_recipe, set_decoder_upsampling, use_resumable_loader
 
 NUM_GPUS = 8
 BATCH_PER_GPU = 2
@@ -22,8 +22,7 @@ model.dataset_name = "cityscapes_fine_panoptic_train"
 model.tasks = ("sem", "inst")
 model.task_probs = None
 model.postprocess = dict(decoder="nn", grid=MODEL_GRID)
-model.decoder.num_upsample = 3
-dataloader.train.mapper.output_stride = 14 / 8  # must match num_upsample (input / output size)
+set_decoder_upsampling(model, dataloader, 3)  # and the mapper's output_stride = 14 / 8
 model.backbone.grad_checkpointing = True
 
 train.init_checkpoint = "output/coco/vitl_stage2/model_final.pth"

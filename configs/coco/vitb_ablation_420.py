@@ -20,7 +20,13 @@ from ..common.models.pe_panoptic import model
 from ..common.optim import AdamW as optimizer
 from ..common.schedule import lr_multiplier
 from ..common.train import train
-from pe_panoptic.recipes import apply_recipe, make_recipe, set_input_size, use_resumable_loader
+from pe_panoptic.recipes import (
+    apply_recipe,
+    make_recipe,
+    set_decoder_upsampling,
+    set_input_size,
+    use_resumable_loader,
+)
 
 NUM_GPUS = 8
 INPUT_SIZE = 420
@@ -34,8 +40,7 @@ use_resumable_loader(dataloader)
 model.backbone.model_name = "vit_base_patch14_dinov2"
 model.backbone.out_indices = (2, 5, 8, 11)
 model.decoder.in_channels = 4 * 768
-model.decoder.num_upsample = 3
-dataloader.train.mapper.output_stride = 14 / 8  # must match num_upsample (input / output size)
+set_decoder_upsampling(model, dataloader, 3)  # and the mapper's output_stride = 14 / 8
 model.task_probs = {"inst": 2 / 3, "sem": 1 / 3}
 model.postprocess = dict(decoder="nn", grid=(80, 80))
 

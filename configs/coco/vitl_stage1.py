@@ -15,7 +15,13 @@ from ..common.models.pe_panoptic import model
 from ..common.optim import AdamW as optimizer
 from ..common.schedule import lr_multiplier
 from ..common.train import train
-from pe_panoptic.recipes import apply_recipe, make_recipe, set_input_size, use_resumable_loader
+from pe_panoptic.recipes import (
+    apply_recipe,
+    make_recipe,
+    set_decoder_upsampling,
+    set_input_size,
+    use_resumable_loader,
+)
 
 NUM_GPUS = 8
 BATCH_PER_GPU = 64
@@ -32,8 +38,7 @@ model.backbone.out_indices = (4, 11, 17, 23)
 model.backbone.grad_checkpointing = False
 model.decoder.in_channels = 4 * 1024
 model.decoder.width = 256
-model.decoder.num_upsample = 3
-dataloader.train.mapper.output_stride = 14 / 8  # must match num_upsample (input / output size)
+set_decoder_upsampling(model, dataloader, 3)  # and the mapper's output_stride = 14 / 8
 model.tasks = ("inst",)
 model.task_probs = None
 model.postprocess = dict(decoder="nn", grid=(80, 80))
