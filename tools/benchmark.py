@@ -127,6 +127,12 @@ def _model_name(args, prefix: str = "") -> str:
     return cfg if cfg else getattr(args, prefix + "backbone")
 
 
+def _run_fields(subcommand: str, args, size, device, threads) -> dict:
+    """The settings every model / train result reports."""
+    return {"subcommand": subcommand, "model": _model_name(args), "size": size, "batch": args.batch,
+            "dtype": args.dtype, "device": str(device), "threads": threads}
+
+
 def _emit(title: str, rows: List[dict], columns: List[str], result: dict) -> dict:
     print(title)
     print(B.format_table(rows, columns))
@@ -165,13 +171,7 @@ def run_model(args) -> dict:
     achieved = flops / fwd["median_s"]
     peak = mm_flops / mmt["median_s"]
     result = {
-        "subcommand": "model",
-        "model": _model_name(args),
-        "size": size,
-        "batch": args.batch,
-        "dtype": args.dtype,
-        "device": str(device),
-        "threads": threads,
+        **_run_fields("model", args, size, device, threads),
         "gmacs_per_image": macs / args.batch / 1e9,
         "gflops_per_image": flops / args.batch / 1e9,
         "forward_ms": fwd["median_s"] * 1e3,
@@ -417,13 +417,7 @@ def run_train(args) -> dict:
     mem, mem_kind = B.peak_memory_gb(device)
     t = B.summarize(times)
     result = {
-        "subcommand": "train",
-        "model": _model_name(args),
-        "size": size,
-        "batch": args.batch,
-        "dtype": args.dtype,
-        "device": str(device),
-        "threads": threads,
+        **_run_fields("train", args, size, device, threads),
         "step_ms": t["median_s"] * 1e3,
         "images_per_s": args.batch / t["median_s"],
         "peak_mem_gb": mem,
