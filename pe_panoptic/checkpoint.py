@@ -169,10 +169,15 @@ def _square_grid(num_tokens: int, what: str) -> int:
     return side
 
 
-def resample_pos_embed_for(pos_embed: torch.Tensor, model: nn.Module) -> torch.Tensor:
+def resample_pos_embed_for(pos_embed: torch.Tensor, model: nn.Module, mode: str = "timm") -> torch.Tensor:
     """Resample a checkpoint ``pos_embed`` (square grid) to ``model.patch_embed.grid_size``,
-    keeping the prefix-token rows (timm ``resample_abs_pos_embed``, bicubic + antialias)."""
+    keeping the prefix-token rows, with the backbone's ``pos_embed_interp`` convention
+    (:mod:`pe_panoptic.pos_embed`): ``"timm"`` = timm ``resample_abs_pos_embed`` (bicubic +
+    antialias); ``"dinov2"`` / ``"hf"`` = the official / Hugging Face resampling, so that a model
+    built at that grid computes what the official model computes at that input size."""
     from timm.layers import resample_abs_pos_embed
+
+    from .pos_embed import resample_grid
 
     target = model.pos_embed
     if pos_embed.shape == target.shape:
@@ -185,13 +190,17 @@ def resample_pos_embed_for(pos_embed: torch.Tensor, model: nn.Module) -> torch.T
         )
     side = _square_grid(pos_embed.shape[1] - num_prefix, "pos_embed")
     new_size = tuple(model.patch_embed.grid_size)
-    logger.info("Resampling pos_embed from %dx%d to %dx%d", side, side, *new_size)
+    logger.info("Resampling pos_embed from %dx%d to %dx%d (%s)", side, side, *new_size, mode)
+    if mode in ("dinov2", "hf"):
+        grid = resample_grid(pos_embed[:, num_prefix:].float().reshape(1, side, side, -1), new_size, mode)
+        return torch.cat((pos_embed[:, :num_prefix].float(), grid.reshape(1, -1, grid.shape[-1])), 1).to(pos_embed.dtype)
     return resample_abs_pos_embed(
         pos_embed.float(), new_size=list(new_size), old_size=[side, side], num_prefix_tokens=num_prefix
     ).to(pos_embed.dtype)
 
 
-def load_backbone_state_dict(model: nn.Module, state_dict: Mapping, source: str = "<state_dict>") -> str:
+def load_backbone_state_dict(model: nn.Module, state_dict: Mapping, source: str = "<state_dict>",
+                             pos_embed_interp: str = "timm") -> str:
     """Load a DINOv2 checkpoint object (either layout) into the timm ``model``; strict.
 
     Returns the detected layout. Raises ``ValueError`` listing missing / unexpected keys and
@@ -202,7 +211,7 @@ def load_backbone_state_dict(model: nn.Module, state_dict: Mapping, source: str 
         sd = convert_dinov2_official_to_timm(sd)
     expected = model.state_dict()
     if "pos_embed" in sd and "pos_embed" in expected:
-        sd["pos_embed"] = resample_pos_embed_for(sd["pos_embed"], model)
+        sd["pos_embed"] = resample_pos_embed_for(sd["pos_embed"], model, pos_embed_interp)
     if not any(k.startswith("head.") for k in expected):  # backbone without classifier
         sd = {k: v for k, v in sd.items() if not k.startswith("head.")}
     missing = sorted(set(expected) - set(sd))
@@ -220,7 +229,7 @@ def load_backbone_state_dict(model: nn.Module, state_dict: Mapping, source: str 
     return layout
 
 
-def load_backbone_weights(timm_model: nn.Module, path: str) -> None:
+def load_backbone_weights(timm_model: nn.Module, path: str, pos_embed_interp: str = "timm") -> None:
     """Load the DINOv2 checkpoint file ``path`` into ``timm_model`` (layout auto-detected;
     ``.safetensors`` or a ``torch.save`` file)."""
-    load_backbone_state_dict(timm_model, read_state_dict(path), source=str(path))
+    load_backbone_state_dict(timm_model, read_state_dict(path), source=str(path), pos_embed_interp=pos_embed_interp)

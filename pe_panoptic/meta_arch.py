@@ -78,6 +78,10 @@ class PixelCentroidHead(nn.Module):
         loss: keyword arguments of :class:`pe_panoptic.losses.PixelCentroidCriterion`.
         postprocess: keyword arguments of :class:`pe_panoptic.postprocess.PostProcessConfig`.
         depth: add the depth head (sigmoid x ``max_depth``).
+        inst_position: ``"none"`` (paper: a conv outputs the code) or ``"rotary"``: the conv
+            predicts a phase offset per harmonic that rotates the pixel's own position code
+            (:func:`pe_panoptic.decoder.rotate_by_position`). Not in the paper; see the README's
+            learning experiments.
         decode_at: ``"output"`` decodes panoptic at the network output resolution and pastes
             the result (nearest) at the image size (paper); ``"image"`` bilinearly upsamples
             logits and embeddings to the image size first (sharper boundaries, slower).
@@ -103,6 +107,7 @@ class PixelCentroidHead(nn.Module):
         depth: bool = False,
         max_depth: float = 10.0,
         head_kernel_size: int = 3,
+        inst_position: str = "none",
         decode_at: str = "output",
         ignore_label: int = 255,
     ):
@@ -140,7 +145,8 @@ class PixelCentroidHead(nn.Module):
         self.thing_ids = sorted(int(t) for t in thing_ids)
         self.heads = PixelHeads(
             decoder_width, self.num_classes, encoding.num_channels, depth=depth, max_depth=max_depth,
-            kernel_size=head_kernel_size,
+            kernel_size=head_kernel_size, inst_position=inst_position,
+            num_harmonics=getattr(encoding, "L", 4),
         )
         self.criterion = PixelCentroidCriterion(
             encoding, num_classes=self.num_classes, ignore_label=ignore_label, **(loss or {})
@@ -236,6 +242,8 @@ class PixelCentroidHead(nn.Module):
         targets = self.batch_targets(batched_inputs, outputs["inst"].shape[-2:], in_hw)
         tasks = self.sample_tasks()
         losses = self.criterion(outputs, targets, tasks)
+        if "inst" in tasks:
+            self._put_instance_diagnostics(outputs["inst"], targets)
         # Keep every head in the graph so DDP sees a gradient (zero) for unused parameters.
         zero = sum(v.sum() for v in outputs.values()) * 0.0
         first = next(iter(losses)) if losses else None
@@ -244,6 +252,25 @@ class PixelCentroidHead(nn.Module):
         else:
             losses[first] = losses[first] + zero
         return losses
+
+    def _put_instance_diagnostics(self, pred: torch.Tensor, targets: dict) -> None:
+        """Code norm and per-harmonic cosine on thing pixels (:mod:`pe_panoptic.learning_curve`)
+        into detectron2's event storage, when training under a trainer and with the PE encoding."""
+        from detectron2.utils.events import get_event_storage
+
+        from .learning_curve import instance_code_diagnostics
+
+        if self.encoding.name != "pe" or "inst_uv" not in targets or "inst_valid" not in targets:
+            return
+        try:
+            storage = get_event_storage()
+        except AssertionError:  # not inside a trainer
+            return
+        valid = targets["inst_valid"].bool()
+        target = self.encoding.targets(targets["inst_uv"].float(), valid)
+        diag = instance_code_diagnostics(pred, target, valid, self.encoding.L)
+        if diag:
+            storage.put_scalars(**{f"inst_diag/{k}": v for k, v in diag.items()}, smoothing_hint=True)
 
     # ------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -240,12 +240,18 @@ def test_register_chunked_swiglu_official_layout(tmp_path):
 def test_pos_embed_resampled_to_model_grid(tmp_path):
     src = randomize_(tiny(seed=0), 12)  # 37x37 grid
     torch.save(timm_to_official(src.vit.state_dict()), tmp_path / "w.pth")
-    dst = tiny(seed=1, img_size=56, weights=str(tmp_path / "w.pth"))  # 4x4 grid
-    assert dst.vit.pos_embed.shape == (1, 1 + 16, 48)
-    torch.testing.assert_close(dst.vit.pos_embed[:, 0], src.vit.pos_embed[:, 0], rtol=0, atol=0)
     x = torch.randn(1, 3, 56, 56)
-    # load-time resampling == timm's run-time resampling of the 37x37 embedding
-    torch.testing.assert_close(dst(x)["dino4"], src(x)["dino4"], rtol=1e-5, atol=1e-5)
+    for mode in ("timm", "dinov2", "hf"):
+        src.pos_embed_interp = mode
+        if mode == "timm":
+            vars(src.vit).pop("_pos_embed", None)  # timm's own method
+        else:
+            src.vit._pos_embed = src._pos_embed
+        dst = tiny(seed=1, img_size=56, weights=str(tmp_path / "w.pth"), pos_embed_interp=mode)  # 4x4 grid
+        assert dst.vit.pos_embed.shape == (1, 1 + 16, 48)
+        torch.testing.assert_close(dst.vit.pos_embed[:, 0], src.vit.pos_embed[:, 0], rtol=0, atol=0)
+        # load-time resampling == the same convention's run-time resampling of the 37x37 embedding
+        torch.testing.assert_close(dst(x)["dino4"], src(x)["dino4"], rtol=1e-5, atol=1e-5)
 
 
 def test_missing_unexpected_and_shape_errors(tmp_path):

@@ -103,3 +103,85 @@ def test_decoder_heads_backprop():
     out = heads(dec(maps(c=(48, 48))))
     (out["sem_logits"].mean() + out["inst"].pow(2).mean()).backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in [*dec.parameters(), *heads.parameters()])
+
+
+# ----------------------------------------------------------------------------- position options
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_upsample2x_equals_conv_transpose(bias):
+    from pe_panoptic.decoder import Upsample2x
+
+    torch.manual_seed(0)
+    m = Upsample2x(7, 5, bias=bias)
+    ref = torch.nn.ConvTranspose2d(7, 5, 2, stride=2, bias=bias)
+    with torch.no_grad():
+        if bias:
+            m.bias.normal_()
+    ref.load_state_dict(m.state_dict())  # same parameters, same keys
+    x = torch.randn(3, 7, 4, 6, requires_grad=True)
+    y, y_ref = m(x), ref(x)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(y)
+    (gx,) = torch.autograd.grad(y, x, g)
+    (gx_ref,) = torch.autograd.grad(y_ref, x, g)
+    torch.testing.assert_close(gx, gx_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_position_channels_values():
+    from pe_panoptic.decoder import position_channels
+    from pe_panoptic.encoding import positional_embedding
+
+    like = torch.zeros(1)
+    xy = position_channels("xy", 2, 4, like)
+    torch.testing.assert_close(xy[0, 0], torch.tensor([-0.75, -0.25, 0.25, 0.75]))
+    torch.testing.assert_close(xy[1, :, 0], torch.tensor([-0.5, 0.5]))
+    pe = position_channels("pe", 2, 4, like, 3)
+    assert pe.shape == (12, 2, 4)
+    torch.testing.assert_close(pe[:6, 1, 2], positional_embedding(torch.tensor(0.25), 3))
+    torch.testing.assert_close(pe[6:, 1, 2], positional_embedding(torch.tensor(0.5), 3))
+    with pytest.raises(ValueError, match="kind"):
+        position_channels("rgb", 2, 2, like)
+
+
+@pytest.mark.parametrize("kind, extra", [("xy", 2), ("pe", 16)])
+def test_decoder_position_input(kind, extra):
+    dec = TransposedConvDecoder(96, width=8, num_upsample=1, norm="", position_input=kind).eval()
+    assert dec.layers[0][0].in_channels == 96 + extra
+    y = dec(maps(c=(48, 48)))
+    assert y.shape == (2, 8, 10, 12)
+    with pytest.raises(ValueError, match="position_input"):
+        TransposedConvDecoder(96, position_input="rgb")
+
+
+def test_rotary_head_rotates_own_position_code():
+    """z = (1, 0) per harmonic gives the pixel's own position code; z = e^{i w_l (c - u)} gives
+    the code of c at every pixel (paper Eq. 3), i.e. the rotary head can express every target."""
+    from pe_panoptic.decoder import rotate_by_position
+    from pe_panoptic.encoding import PositionalEncoding, grid_centers
+
+    L, H, W = 4, 6, 8
+    enc = PositionalEncoding(L)
+    uv = torch.stack(torch.meshgrid(grid_centers(W), grid_centers(H), indexing="xy"), -1)  # H W 2
+    z = torch.zeros(1, 4 * L, H, W)
+    z[:, 0::2] = 1
+    torch.testing.assert_close(rotate_by_position(z, L)[0].permute(1, 2, 0), enc.encode(uv))
+    c = torch.tensor([0.3, -0.2])
+    w = torch.pi * 2.0 ** torch.arange(L)
+    ph = (c - uv)[..., None] * w  # H W 2 L
+    z = torch.stack((ph.cos(), ph.sin()), -1).reshape(H, W, 4 * L).permute(2, 0, 1)[None]
+    torch.testing.assert_close(rotate_by_position(z, L)[0].permute(1, 2, 0), enc.encode(c.expand(H, W, 2)),
+                               rtol=0, atol=1e-5)
+    assert rotate_by_position(torch.zeros(1, 4 * L, H, W), L).abs().max() == 0  # void code
+    with pytest.raises(ValueError, match="channels"):
+        rotate_by_position(torch.zeros(1, 5, 2, 2), L)
+
+
+def test_heads_rotary_option():
+    heads = PixelHeads(16, 5, 16, inst_position="rotary", num_harmonics=4)
+    out = heads(torch.randn(2, 16, 6, 7))
+    assert out["inst"].shape == (2, 16, 6, 7)
+    with pytest.raises(ValueError, match="rotary"):
+        PixelHeads(16, 5, 3, inst_position="rotary")
+    with pytest.raises(ValueError, match="inst_position"):
+        PixelHeads(16, 5, 16, inst_position="offset")

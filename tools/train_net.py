@@ -46,6 +46,7 @@ from pe_panoptic.engine import (  # noqa: E402
     launch,
     maybe_compile,
 )
+from pe_panoptic.learning_curve import LearningCurveHook  # noqa: E402
 from pe_panoptic.recipes import resolve_accumulate_steps  # noqa: E402
 
 logger = logging.getLogger("detectron2")
@@ -107,6 +108,10 @@ def do_train(args, cfg):
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
             hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
             hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),
+            LearningCurveHook(cfg.train.output_dir, cfg.train.eval_period or cfg.train.max_iter,
+                              sample_period=cfg.train.log_period, title=os.path.basename(args.config_file))
+            if comm.is_main_process() and cfg.train.get("learning_curve", False)
+            else None,
             hooks.PeriodicWriter(default_writers(cfg.train.output_dir, cfg.train.max_iter), period=cfg.train.log_period)
             if comm.is_main_process()
             else None,

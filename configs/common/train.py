@@ -14,4 +14,7 @@ train = dict(
     accumulate_steps=1,
     clip_grad_norm=None,
     seed=-1,
+    # write <output_dir>/learning_curve.{json,png}: loss terms, instance-code diagnostics and the
+    # val PQ / PQ_th / PQ_st of every evaluation (pe_panoptic/learning_curve.py)
+    learning_curve=False,
 )

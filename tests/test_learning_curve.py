@@ -1,0 +1,53 @@
+"""Learning-curve diagnostics and hook (pe_panoptic/learning_curve.py)."""
+import json
+import math
+
+import torch
+
+from pe_panoptic.encoding import PositionalEncoding
+from pe_panoptic.learning_curve import LearningCurveHook, instance_code_diagnostics
+
+
+def test_diagnostics_by_hand():
+    L = 2
+    enc = PositionalEncoding(L)
+    uv = torch.tensor([0.25, -0.5]).view(1, 2, 1, 1).expand(1, 2, 2, 3)
+    target = enc.targets(uv, torch.ones(1, 2, 3, dtype=torch.bool))
+    thing = torch.zeros(1, 2, 3, dtype=torch.bool)
+    thing[0, 0] = True
+    d = instance_code_diagnostics(target, target, thing, L)
+    assert math.isclose(d["norm"], math.sqrt(2 * L), rel_tol=1e-6)
+    assert all(math.isclose(d[f"cos_{a}{l}"], 1.0, rel_tol=1e-6) for a in "uv" for l in range(L))
+    d = instance_code_diagnostics(-0.5 * target, target, thing, L)
+    assert math.isclose(d["norm"], 0.5 * math.sqrt(2 * L), rel_tol=1e-6) and math.isclose(d["cos_v1"], -1.0, rel_tol=1e-6)
+    # a quarter turn of harmonic 0 of u only
+    rot = target.clone()
+    rot[:, 0], rot[:, 1] = target[:, 1], -target[:, 0]
+    d = instance_code_diagnostics(rot, target, thing, L)
+    assert abs(d["cos_u0"]) < 1e-6 and math.isclose(d["cos_u1"], 1.0, rel_tol=1e-6)
+    assert instance_code_diagnostics(target, target, torch.zeros_like(thing), L) == {}
+
+
+def test_hook_writes_json_and_png(tmp_path):
+    from detectron2.utils.events import EventStorage
+
+    class Trainer:
+        max_iter = 6
+        iter = 0
+
+    hook = LearningCurveHook(str(tmp_path), period=3, sample_period=2, window=1)
+    hook.trainer = Trainer()
+    with EventStorage(0) as storage:
+        Trainer.storage = storage
+        for it in range(6):
+            storage.iter = it
+            hook.trainer.iter = it
+            storage.put_scalars(loss_inst=1.0 / (it + 1), **{"inst_diag/norm": 0.1 * it})
+            if it == 2:
+                storage.put_scalars(**{"panoptic_seg/PQ_th": 12.5})
+            hook.after_step()
+    curves = json.loads((tmp_path / "learning_curve.json").read_text())
+    assert [p[0] for p in curves["loss_inst"]] == [1, 2, 3, 5]
+    assert curves["loss_inst"][-1][1] == 1.0 / 6
+    assert curves["val PQ_th"] == [[2, 12.5]]
+    assert (tmp_path / "learning_curve.png").stat().st_size > 1000

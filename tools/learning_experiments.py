@@ -1,0 +1,112 @@
+#!/usr/bin/env python
+"""Run the controlled instance-learning experiments of ``configs/synthetic/learning_experiments.py``.
+
+Each variant trains ``tools/train_net.py`` on the base config plus its overrides (one at a time,
+sequentially: on a small CPU, parallel trainings distort each other), with the learning curve on
+and an evaluation every ``EVAL_PERIOD`` iterations, and is scored on the synthetic val split.
+
+    python tools/learning_experiments.py [--only NAME ...] [--iters N] [--output DIR] [key=value ...]
+
+Writes ``<output>/<variant>/`` (log, checkpoints, ``learning_curve.{json,png}``, metrics) and
+``<output>/results.json``; prints the Markdown table that the README shows. Variants already
+finished in ``<output>`` (their ``metrics.json`` exists) are reused unless ``--rerun``.
+"""
+import argparse
+import json
+import os
+import runpy
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_SPEC = os.path.join(ROOT, "configs/synthetic/learning_experiments.py")
+COLUMNS = ("PQ", "PQ_th", "PQ_st", "mIoU")
+DIAG = ("inst_diag/norm", "inst_diag/cos_u0", "inst_diag/cos_u3", "loss_inst", "loss_inst_dice")
+
+
+def load_spec(path: str) -> dict:
+    spec = runpy.run_path(path)
+    missing = {"BASE", "ITERS", "EVAL_PERIOD", "EXPERIMENTS"} - set(spec)
+    if missing:
+        raise SystemExit(f"{path}: missing {sorted(missing)}")
+    return spec
+
+
+def run_variant(name, overrides, spec, args) -> dict:
+    out = os.path.join(args.output, name)
+    metrics_path = os.path.join(out, "metrics_final.json")
+    if os.path.isfile(metrics_path) and not args.rerun:
+        with open(metrics_path) as f:
+            return json.load(f)
+    os.makedirs(out, exist_ok=True)
+    iters = args.iters or spec["ITERS"]
+    cmd = [sys.executable, os.path.join(ROOT, "tools/train_net.py"), "--config-file", os.path.join(ROOT, spec["BASE"]),
+           "--metrics-json", os.path.join(out, "eval.json"),
+           f"train.output_dir={out}", f"train.max_iter={iters}", f"train.eval_period={args.eval_period or spec['EVAL_PERIOD']}",
+           "train.learning_curve=True", "train.checkpointer.period=100000"] + list(overrides) + list(args.opts)
+    print(f"[experiments] {name}: " + " ".join(cmd[2:]), flush=True)
+    t0 = time.time()
+    with open(os.path.join(out, "log.txt"), "w") as log:
+        r = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    if r.returncode:
+        raise SystemExit(f"[experiments] {name} failed (rc {r.returncode}); see {os.path.join(out, 'log.txt')}")
+    with open(os.path.join(out, "eval.json")) as f:
+        ev = json.load(f)
+    with open(os.path.join(out, "learning_curve.json")) as f:
+        curves = json.load(f)
+    res = {"overrides": list(overrides), "iters": iters, "wall_s": round(time.time() - t0, 1)}
+    res.update({k: ev.get("panoptic_seg", {}).get(k) for k in COLUMNS[:3]})
+    res["mIoU"] = ev.get("sem_seg", {}).get("mIoU")
+    for k in DIAG:
+        if curves.get(k):
+            res[k] = curves[k][-1][1]
+    res["val_curve"] = {k: curves.get(f"val {k}", []) for k in ("PQ", "PQ_th", "PQ_st")}
+    with open(metrics_path, "w") as f:
+        json.dump(res, f, indent=2)
+    return res
+
+
+def table(results: dict) -> str:
+    head = "| variant | overrides | " + " | ".join(COLUMNS) + " | thing-code norm | cos l=0 | cos l=3 | loss_inst | DICE | min |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 9)]
+    for name, r in results.items():
+        cells = [f"{r[k]:.1f}" if r.get(k) is not None else "-" for k in COLUMNS]
+        diag = [f"{r[k]:.2f}" if r.get(k) is not None else "-" for k in DIAG]
+        ov = ", ".join(f"`{o}`" for o in r["overrides"]) or "(demo recipe)"
+        lines.append(f"| {name} | {ov} | " + " | ".join(cells + diag) + f" | {r['wall_s'] / 60:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--spec", default=DEFAULT_SPEC, help="experiment list (BASE, ITERS, EVAL_PERIOD, EXPERIMENTS)")
+    ap.add_argument("--only", nargs="+", default=None, help="variants to run (default: all)")
+    ap.add_argument("--iters", type=int, default=None)
+    ap.add_argument("--eval-period", type=int, default=None)
+    ap.add_argument("--output", default=os.path.join(ROOT, "output/learning_experiments"))
+    ap.add_argument("--rerun", action="store_true", help="retrain variants that already have results")
+    ap.add_argument("opts", nargs=argparse.REMAINDER, help="key=value overrides applied to every variant")
+    args = ap.parse_args(argv)
+    spec = load_spec(args.spec)
+    names = args.only or list(spec["EXPERIMENTS"])
+    unknown = [n for n in names if n not in spec["EXPERIMENTS"]]
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; {args.spec} has {list(spec['EXPERIMENTS'])}")
+    os.environ.setdefault("DETECTRON2_DATASETS", os.path.join(ROOT, "datasets"))
+    results = {n: run_variant(n, spec["EXPERIMENTS"][n], spec, args) for n in names}
+    os.makedirs(args.output, exist_ok=True)
+    path = os.path.join(args.output, "results.json")
+    old = {}
+    if os.path.isfile(path):
+        with open(path) as f:
+            old = json.load(f)
+    old.update(results)
+    with open(path, "w") as f:
+        json.dump(old, f, indent=2)
+    print(table(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()
