@@ -20,12 +20,14 @@ from detectron2.layers import ShapeSpec, get_norm
 from fvcore.nn import weight_init
 from torch import nn
 
-__all__ = ["Upsample2x", "concat_channels", "position_channels", "rotate_by_position", "TransposedConvDecoder", "PixelHeads"]
+__all__ = ["Upsample2x", "concat_channels", "position_channels", "rotate_by_position", "code_from_offset", "TransposedConvDecoder", "PixelHeads"]
 
 #: ``TransposedConvDecoder(position_input=...)``: what the decoder input gets besides the features
 POSITION_INPUTS = ("none", "xy", "pe")
 #: ``PixelHeads(inst_position=...)``: how the instance head's output relates to the pixel position
-INST_POSITIONS = ("none", "rotary")
+INST_POSITIONS = ("none", "rotary", "offset")
+#: channels of the instance conv for each ``inst_position`` that does not output the code itself
+_OFFSET_CHANNELS = 3  # (du, dv, r)
 
 _ACTIVATIONS: Dict[str, Callable[[], nn.Module]] = {
     "gelu": nn.GELU,
@@ -148,6 +150,23 @@ def rotate_by_position(z: torch.Tensor, num_harmonics: int) -> torch.Tensor:
     return torch.stack((a * s + b * c, a * c - b * s), dim=2).reshape(B, C, H, W)
 
 
+def code_from_offset(z: torch.Tensor, num_harmonics: int) -> torch.Tensor:
+    """The ``"offset"`` instance head: ``z [B, 3, H, W] = (du, dv, r)`` -> the code
+    ``r * PE(u + du, v + dv)`` ``[B, 4L, H, W]`` (paper Eq. 3 layout), where ``(u, v)`` is the
+    pixel's own normalized position. The network regresses the offset to its centroid, as
+    Panoptic-DeepLab does, and a magnitude ``r`` (0 = the void code); the loss (Eq. 4), the DICE
+    loss and the nearest-grid decoding still act on the PE code, unchanged."""
+    from .encoding import positional_embedding
+
+    B, C, H, W = z.shape
+    if C != _OFFSET_CHANNELS:
+        raise ValueError(f"code_from_offset: expected {_OFFSET_CHANNELS} channels (du, dv, r), got {C}")
+    uv = _pixel_uv(H, W, z).to(z.dtype)[None] + z[:, :2]  # B 2 H W: the predicted centroid
+    pe = positional_embedding(uv, num_harmonics)  # B 2 H W 2L
+    code = pe.permute(0, 1, 4, 2, 3).reshape(B, 4 * num_harmonics, H, W)
+    return z[:, 2:3] * code
+
+
 class TransposedConvDecoder(nn.Module):
     """Concatenate encoder maps -> ``num_upsample`` x [ConvTranspose2d(k=2, s=2) + norm + act]
     -> Conv2d(3x3) + norm + act. Output ``[B, width, h * 2^n, w * 2^n]``.
@@ -234,8 +253,8 @@ class PixelHeads(nn.Module):
         super().__init__()
         if inst_position not in INST_POSITIONS:
             raise ValueError(f"PixelHeads: inst_position must be one of {INST_POSITIONS}, got {inst_position!r}")
-        if inst_position == "rotary" and inst_channels != 4 * num_harmonics:
-            raise ValueError(f"PixelHeads: inst_position='rotary' needs the PE encoding ({4 * num_harmonics} "
+        if inst_position != "none" and inst_channels != 4 * num_harmonics:
+            raise ValueError(f"PixelHeads: inst_position={inst_position!r} needs the PE encoding ({4 * num_harmonics} "
                              f"channels), got {inst_channels} instance channels")
         self.inst_position = inst_position
         self.num_harmonics = int(num_harmonics)
@@ -253,7 +272,7 @@ class PixelHeads(nn.Module):
             return m
 
         self.sem = conv(num_classes)
-        self.inst = conv(inst_channels)
+        self.inst = conv(_OFFSET_CHANNELS if inst_position == "offset" else inst_channels)
         self.depth = conv(1) if depth else None
         self.max_depth = float(max_depth)
 
@@ -261,6 +280,8 @@ class PixelHeads(nn.Module):
         inst = self.inst(h)
         if self.inst_position == "rotary":
             inst = rotate_by_position(inst, self.num_harmonics)
+        elif self.inst_position == "offset":
+            inst = code_from_offset(inst, self.num_harmonics)
         out = {"sem_logits": self.sem(h), "inst": inst}
         if self.depth is not None:
             out["depth"] = self.max_depth * torch.sigmoid(self.depth(h))

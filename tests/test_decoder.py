@@ -185,3 +185,21 @@ def test_heads_rotary_option():
         PixelHeads(16, 5, 3, inst_position="rotary")
     with pytest.raises(ValueError, match="inst_position"):
         PixelHeads(16, 5, 16, inst_position="offset")
+
+
+def test_offset_head_gives_code_of_predicted_centroid():
+    """(du, dv, r) = (c - u, c - v, r) at every pixel -> r * PE(c) (paper Eq. 3); r = 0 -> void."""
+    from pe_panoptic.decoder import _pixel_uv, code_from_offset
+    from pe_panoptic.encoding import PositionalEncoding
+
+    z = torch.zeros(1, 3, 6, 8)
+    uv = _pixel_uv(6, 8, z)
+    c = torch.tensor([0.3, -0.2])
+    z[:, :2] = c[None, :, None, None] - uv[None]
+    z[:, 2] = 1.5
+    code = code_from_offset(z, 4)[0].permute(1, 2, 0)
+    torch.testing.assert_close(code, 1.5 * PositionalEncoding(4).encode(c.expand(6, 8, 2)), rtol=0, atol=1e-5)
+    z[:, 2] = 0
+    assert code_from_offset(z, 4).abs().max() == 0
+    heads = PixelHeads(16, 5, 16, inst_position="offset", num_harmonics=4)
+    assert heads.inst.out_channels == 3 and heads(torch.randn(1, 16, 4, 4))["inst"].shape == (1, 16, 4, 4)

@@ -16,6 +16,8 @@ EVAL_PERIOD = 200
 EXPERIMENTS = {
     # the demo recipe
     "rotary": [],
+    # the head regresses the offset to the centroid and a magnitude; code = r * PE(u + du, v + dv)
+    "offset": ["model.inst_position=offset"],
     # the paper's instance head (a conv outputs the code), everything else equal
     "paper_head": ["model.inst_position=none"],
     # CoordConv: normalized x, y / their PE concatenated to the decoder input, paper head
