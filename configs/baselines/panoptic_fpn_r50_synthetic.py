@@ -78,6 +78,7 @@ lr_multiplier = L(WarmupParamScheduler)(
 )
 
 train.init_checkpoint = ""
+train.init_checkpoint_allow_mismatch = []  # e.g. ["backbone.fpn", "proposal_generator", "roi_heads", "sem_seg_head"] from an ImageNet R-50.pkl
 train.device = "auto"
 train.amp = dict(enabled=False, dtype="bf16")
 train.max_iter = 600
