@@ -301,6 +301,7 @@ def _suggestion(cfg, parts: List[str], i: int) -> str:
     else:
         matches = difflib.get_close_matches(".".join(parts), _all_paths(cfg), n=1, cutoff=0.6)
         if not matches:
-            return f" ({prefix.rstrip('.') or 'the config'} has {', '.join(keys[:20])}{' ...' if len(keys) > 20 else ''})"
+            more = " ..." if len(keys) > 20 else ""
+            return f" ({prefix.rstrip('.') or 'the config'} has {', '.join(keys[:20])}{more})"
         guess = matches[0]
     return f" (did you mean {guess!r}? To add a new key on purpose, write +{'.'.join(parts)}=...)"

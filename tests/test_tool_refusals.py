@@ -23,7 +23,8 @@ TINY = ["model.backbone.model_kwargs.embed_dim=48", "model.backbone.model_kwargs
         "model.backbone.model_kwargs.num_heads=2", "model.backbone.out_indices=[0,1]",
         "model.decoder.in_channels=96", "model.decoder.width=16"]
 # the same model with a 96-dim ViT (decoder input 192 channels)
-WIDER = ["model.backbone.model_kwargs.embed_dim=96", *TINY[1:4], "model.decoder.in_channels=192", "model.decoder.width=16"]
+WIDER = ["model.backbone.model_kwargs.embed_dim=96", *TINY[1:4], "model.decoder.in_channels=192",
+         "model.decoder.width=16"]
 
 
 def tool(name):
@@ -63,9 +64,10 @@ def ckpts(tmp_path_factory):
 
 # ------------------------------------------------------------------------------ overrides (shared helper)
 @pytest.mark.parametrize("override, message", [
-    ("train.max_itr=3", r"'train.max_itr=3': train.max_itr is not a key of the config \(did you mean 'train.max_iter'\?"),
+    ("train.max_itr=3", r"'train.max_itr=3': train.max_itr is not a key of the config "
+                        r"\(did you mean 'train.max_iter'\?"),
     ("train.max_iter=abc", r"train.max_iter expects an int \(the config has 1000\), got the string 'abc'"),
-    ("dataloader.train.total_batch_size=two", r"dataloader.train.total_batch_size expects an int .* got the string 'two'"),
+    ("dataloader.train.total_batch_size=two", r"total_batch_size expects an int .* got the string 'two'"),
     ("optimizer.lr=fast", r"optimizer.lr expects a number \(the config has 0.001\), got the string 'fast'"),
     ("model.backbone.grad_checkpointing=1", r"expects a bool \(True / False\) .* got the int 1"),
     ("dataloader.train.mapper.output_stride=14/16", r"output_stride expects float, got the string '14/16'"),
@@ -114,14 +116,16 @@ def load_through(name, weights, tmp_path, extra=(), opts=TINY):
     """Load ``weights`` into the tiny model the way tool ``name`` does."""
     mod = tool(name)
     if name == "train_net":
-        args = mod.get_parser().parse_args(["--config-file", CONFIG, "--eval-only", *extra, f"train.init_checkpoint={weights}",
-                                            f"train.output_dir={tmp_path}", "train.device=cpu", *opts])
+        args = mod.get_parser().parse_args(["--config-file", CONFIG, "--eval-only", *extra,
+                                            f"train.init_checkpoint={weights}", f"train.output_dir={tmp_path}",
+                                            "train.device=cpu", *opts])
         return mod.main(args)
     if name == "demo":
         return mod.main(["--config-file", CONFIG, "--device", "cpu", "--weights", weights, *extra, "--video-input",
                          str(tmp_path / "none.mp4"), "--output", str(tmp_path), "--opts", *opts])
     if name == "export":
-        return mod.main(["--config-file", CONFIG, "--weights", weights, *extra, "--output", str(tmp_path), "--opts", *opts])
+        return mod.main(["--config-file", CONFIG, "--weights", weights, *extra, "--output", str(tmp_path),
+                         "--opts", *opts])
     if name == "compare":
         return mod.evaluate_entry("x", CONFIG, weights, opts, device="cpu", trust_pickle=bool(extra))
     return mod.main(["--config-file", CONFIG, "--checkpoint", weights, *extra, *opts])  # eval_postprocess

@@ -192,7 +192,8 @@ def _limited(loader, max_images: Optional[int]):
 
 
 def evaluate_entry(name: str, config: str, checkpoint: Optional[str], opts: Sequence[str] = (),
-                   device: str = "auto", max_images: Optional[int] = None, trust_pickle: bool = False) -> Dict[str, float]:
+                   device: str = "auto", max_images: Optional[int] = None,
+                   trust_pickle: bool = False) -> Dict[str, float]:
     cfg = load_config(config, opts)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -196,7 +196,8 @@ def run_oracle(args: argparse.Namespace) -> Dict:
     thing_ids = sorted(set(meta.thing_dataset_id_to_contiguous_id.values()))
     ignore_label = int(getattr(meta, "ignore_label", 255))
 
-    encoding = build_encoding(args.encoding, num_harmonics=args.num_harmonics, num_bins=grid[1] if args.num_bins is None else args.num_bins)
+    num_bins = grid[1] if args.num_bins is None else args.num_bins
+    encoding = build_encoding(args.encoding, num_harmonics=args.num_harmonics, num_bins=num_bins)
     cfg = PostProcessConfig(**{"decoder": args.decoder, "grid": grid, **parse_overrides(args.overrides)})
     mapper = PanopticCentroidDatasetMapper(
         False, augmentations=build_test_augmentations(input_size), output_stride=args.output_stride,

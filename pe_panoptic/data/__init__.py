@@ -13,6 +13,11 @@ from .synthetic import (  # noqa: F401  (import registers synthetic_panoptic_{tr
 from .errors import InvalidSampleError  # noqa: F401
 from .mapper import PanopticCentroidDatasetMapper, build_test_augmentations, build_train_augmentations  # noqa: F401
 from .nyu import NYUV2_SPLITS, load_nyuv2_depth, register_nyuv2_depth  # noqa: F401  (registers nyuv2_depth_*)
-from .validation import DatasetError, install_validation, validate_cityscapes_panoptic, validate_coco_panoptic  # noqa: F401,E402
+from .validation import (  # noqa: F401,E402
+    DatasetError,
+    install_validation,
+    validate_cityscapes_panoptic,
+    validate_coco_panoptic,
+)
 
 install_validation()  # detectron2's builtin COCO / Cityscapes panoptic datasets (registered at import)

@@ -120,8 +120,9 @@ def _known_categories(meta, data: dict, json_file: str) -> Set[int]:
     """Category ids of ``meta`` (a dict or detectron2 ``Metadata``), else of the JSON."""
     if hasattr(meta, "as_dict"):
         meta = meta.as_dict()
-    if meta is not None and ("thing_dataset_id_to_contiguous_id" in meta or "stuff_dataset_id_to_contiguous_id" in meta):
-        return set(meta.get("thing_dataset_id_to_contiguous_id", {})) | set(meta.get("stuff_dataset_id_to_contiguous_id", {}))
+    maps = ("thing_dataset_id_to_contiguous_id", "stuff_dataset_id_to_contiguous_id")
+    if meta is not None and any(k in meta for k in maps):
+        return set().union(*(meta.get(k, {}) for k in maps))
     cats = data.get("categories")
     if not isinstance(cats, list):
         raise DatasetError(f"{json_file}: no 'categories' list and no dataset metadata to check category ids against")
@@ -203,8 +204,8 @@ def validate_cityscapes_panoptic(image_dir: str, gt_dir: str, gt_json: str, meta
     label = f"dataset {dataset!r}: " if dataset else ""
     gtfine = os.path.dirname(os.path.normpath(gt_json))
     if not os.path.isdir(image_dir):
-        raise FileNotFoundError(f"{label}Cityscapes images not found: {image_dir} does not exist (unzip "
-                                f"leftImg8bit_trainvaltest.zip into $DETECTRON2_DATASETS/cityscapes; {_datasets_hint()})")
+        raise FileNotFoundError(f"{label}Cityscapes images not found: {image_dir} does not exist (unzip leftImg8bit_"
+                                f"trainvaltest.zip into $DETECTRON2_DATASETS/cityscapes; {_datasets_hint()})")
     if not os.path.isdir(gtfine):
         raise FileNotFoundError(f"{label}Cityscapes annotations not found: {gtfine} does not exist (unzip "
                                 f"gtFine_trainvaltest.zip into $DETECTRON2_DATASETS/cityscapes; {_datasets_hint()})")
