@@ -226,14 +226,18 @@ def build_benchmark_model(
     architecture (4 block outputs, 3 transposed convs, ``decoder_width``), ``num_classes``
     classes of which the first ``num_things`` are things (COCO: 133 / 80), random init."""
     if config_file:
-        from detectron2.config import LazyConfig, instantiate
+        from detectron2.config import instantiate
+
+        from .config_overrides import load_config
 
         if not os.path.isfile(config_file):
             raise FileNotFoundError(f"--config-file {config_file!r} does not exist")
-        cfg = LazyConfig.apply_overrides(LazyConfig.load(config_file), list(overrides))
+        cfg = load_config(config_file, overrides)
         if "model" not in cfg:
             raise ValueError(f"--config-file {config_file!r} has no 'model' node")
         return instantiate(cfg.model)
+    if overrides:
+        raise ValueError(f"config overrides {list(overrides)} need --config-file (the model is built from --backbone)")
     from .backbone import DEFAULT_OUT_INDICES, SUPPORTED_MODELS, DINOv2Backbone
     from .decoder import TransposedConvDecoder, concat_channels
     from .meta_arch import PixelCentroidHead

@@ -67,23 +67,24 @@ def parse_model_spec(spec: str) -> Tuple[str, str, str]:
 
 
 def dump_predictions(
-    config_file: str, weights: str, dataset: str, out_dir: str, opts: Sequence[str]
+    config_file: str, weights: str, dataset: str, out_dir: str, opts: Sequence[str], trust_pickle: bool = False
 ) -> Tuple[str, str]:
     """Run a LazyConfig model on ``dataset``; write PNGs + ``predictions.json`` (COCO panoptic,
     dataset category ids) to ``out_dir``. Returns ``(json_path, png_dir)``."""
     import torch
-    from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.config import LazyConfig, instantiate
+    from detectron2.config import instantiate
     from panopticapi.utils import id2rgb
     from PIL import Image
 
+    from pe_panoptic.checkpoint_io import load_weights
+    from pe_panoptic.config_overrides import load_config
     from pe_panoptic.engine import default_device
 
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(config_file), list(opts))
+    cfg = load_config(config_file, opts)
     device = default_device()
     model = instantiate(cfg.model).to(device).eval()
     if weights.lower() != "none":
-        DetectionCheckpointer(model).load(weights)
+        load_weights(model, weights, trust_pickle=trust_pickle)
     else:
         logger.warning(f"{config_file}: no weights, predicting with a randomly initialized model")
     cfg.dataloader.test.dataset.names = dataset
@@ -116,10 +117,11 @@ def dump_predictions(
     return json_path, png_dir
 
 
-def resolve_model(spec: str, dataset: str, output: str, opts: Sequence[str]) -> Tuple[str, Dict[str, dict]]:
+def resolve_model(spec: str, dataset: str, output: str, opts: Sequence[str],
+                  trust_pickle: bool = False) -> Tuple[str, Dict[str, dict]]:
     name, a, b = parse_model_spec(spec)
     if a.endswith(".py"):
-        a, b = dump_predictions(a, b, dataset, os.path.join(output, name), opts)
+        a, b = dump_predictions(a, b, dataset, os.path.join(output, name), opts, trust_pickle)
     return name, panoptic_json_predictions(a, b)
 
 
@@ -216,6 +218,8 @@ def get_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-images", type=int, default=0, help="only the first N images (0 = all)")
     ap.add_argument("--output", default="output/analyze_sizes")
     ap.add_argument("--opts", nargs="*", default=[], help="key=value overrides for configs of --model")
+    ap.add_argument("--trust-pickle", action="store_true",
+                    help="load .pkl weights (unpickling runs code stored in the file: only files you trust)")
     return ap
 
 
@@ -233,7 +237,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     os.makedirs(args.output, exist_ok=True)
     names, stats = [], {}
     for spec in args.model:
-        name, preds = resolve_model(spec, args.dataset, args.output, args.opts)
+        name, preds = resolve_model(spec, args.dataset, args.output, args.opts, args.trust_pickle)
         if name in stats:
             raise SystemExit(f"--model names must differ, got {name!r} twice")
         areas, ious, matched = collect_ious(gt_dicts, preds, meta, name, same_category=args.same_category,

@@ -106,9 +106,9 @@ def _config_input_size(config_file: Optional[str], opts) -> Optional[int]:
     """``dataloader.train.mapper.input_size`` of a LazyConfig (an int or ``(H, W)`` with H == W)."""
     if not config_file:
         return None
-    from detectron2.config import LazyConfig
+    from pe_panoptic.config_overrides import load_config
 
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(config_file), list(opts or []))
+    cfg = load_config(config_file, opts or [])
     try:
         size = cfg.dataloader.train.mapper.input_size
     except (AttributeError, KeyError):

@@ -24,7 +24,9 @@ same PQ / mIoU evaluators):
   warm-up. The median is robust to load spikes on a shared machine; use ``--threads`` for
   comparable CPU numbers.
 
-Prints a markdown table, then the results as one JSON line (last line of stdout).
+Prints a markdown table, then the results as one JSON line (last line of stdout). Checkpoints are
+loaded strictly (:mod:`pe_panoptic.checkpoint_io`; ``.pkl`` only with ``--trust-pickle``) and
+``--opts`` are checked against every entry's config (:mod:`pe_panoptic.config_overrides`).
 """
 import argparse
 import json
@@ -40,10 +42,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 import pe_panoptic  # noqa: E402,F401  (registers datasets and models)
-from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
-from detectron2.config import LazyConfig, instantiate  # noqa: E402
+from detectron2.config import instantiate  # noqa: E402
 from detectron2.evaluation import inference_on_dataset  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
+from pe_panoptic.checkpoint_io import TRUST_PICKLE_HELP, load_weights  # noqa: E402
+from pe_panoptic.config_overrides import load_config  # noqa: E402
 
 logger = logging.getLogger("pe_panoptic.compare")
 
@@ -189,13 +192,14 @@ def _limited(loader, max_images: Optional[int]):
 
 
 def evaluate_entry(name: str, config: str, checkpoint: Optional[str], opts: Sequence[str] = (),
-                   device: str = "auto", max_images: Optional[int] = None) -> Dict[str, float]:
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(config), list(opts))
+                   device: str = "auto", max_images: Optional[int] = None,
+                   trust_pickle: bool = False) -> Dict[str, float]:
+    cfg = load_config(config, opts)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model = instantiate(cfg.model).to(device).eval()
     if checkpoint:
-        DetectionCheckpointer(model).load(checkpoint)
+        load_weights(model, checkpoint, trust_pickle=trust_pickle)
     elif cfg.get("train", {}).get("init_checkpoint"):
         logger.warning(f"{name}: no checkpoint given, evaluating the freshly initialized model")
     loader = instantiate(cfg.dataloader.test)
@@ -243,6 +247,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--max-images", type=int, default=0, help="evaluate at most this many test images (0: all)")
     p.add_argument("--json", default="", help="also write the results to this JSON file")
+    p.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
     return p
 
 
@@ -256,7 +261,10 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict]:
     names = [e[0] for e in entries]
     if len(set(names)) != len(names):
         raise ValueError(f"--entries: duplicate names {names}")
-    rows = [evaluate_entry(n, c, k, args.opts, args.device, args.max_images or None) for n, c, k in entries]
+    for _, config, _ in entries:  # check the overrides against every config before evaluating any
+        load_config(config, args.opts)
+    rows = [evaluate_entry(n, c, k, args.opts, args.device, args.max_images or None, args.trust_pickle)
+            for n, c, k in entries]
     print(format_table(rows))
     if args.json:
         with open(args.json, "w") as f:

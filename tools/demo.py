@@ -24,7 +24,12 @@ The device is CUDA when available (``--device`` to override). Progress bar over 
     python tools/demo.py --config-file ... --dataset synthetic_panoptic_val --max-inputs 4
     python tools/demo.py --config-file ... --video-input clip.mp4 --output output/vis
 
-The last printed line is a JSON summary (files written, EDS source per image).
+The last printed line is a JSON summary (files written, EDS source per image). An image that
+cannot be processed (unreadable, corrupt, ground truth of another size, ...) does not stop the
+run: the others are processed, the summary lists it under ``"failed"`` (file and error) and the
+exit code is 1. Checkpoints are loaded strictly (:mod:`pe_panoptic.checkpoint_io`; ``.pkl`` only
+with ``--trust-pickle``) and ``--opts`` are checked against the config
+(:mod:`pe_panoptic.config_overrides`).
 """
 from __future__ import annotations
 
@@ -43,6 +48,8 @@ import torch  # noqa: E402
 
 import pe_panoptic  # noqa: E402,F401
 from pe_panoptic.analysis import segments_with_isthing  # noqa: E402
+from pe_panoptic.checkpoint_io import TRUST_PICKLE_HELP, load_weights  # noqa: E402
+from pe_panoptic.config_overrides import load_config  # noqa: E402
 from pe_panoptic.data.mapper import read_image_8bit, read_panoptic_ids  # noqa: E402
 from pe_panoptic.export import postprocess  # noqa: E402
 from pe_panoptic.postprocess import decode_cells, thing_pixel_mask  # noqa: E402
@@ -281,6 +288,7 @@ def get_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config-file", required=True, help="LazyConfig (.py) of the model")
     ap.add_argument("--weights", default="", help="checkpoint; random init (with a warning) if empty")
+    ap.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
     ap.add_argument("--input", nargs="+", help="image files, folders or glob patterns")
     ap.add_argument("--video-input", help="a video file (cv2); writes <name>_panoptic.mp4")
     ap.add_argument("--dataset", help="registered detectron2 panoptic dataset: its images, with ground truth")
@@ -294,8 +302,9 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> dict:
-    from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.config import LazyConfig, instantiate
+    """Run the demo; returns the summary (also printed as the last line). Images that fail are
+    listed in ``summary["failed"]`` instead of stopping the run."""
+    from detectron2.config import instantiate
     from tqdm import tqdm
 
     args = get_parser().parse_args(argv)
@@ -307,26 +316,41 @@ def main(argv: Optional[List[str]] = None) -> dict:
         raise SystemExit(f"--config-file {args.config_file!r} not found")
     items = iter_inputs(args) if (args.input or args.dataset) else []  # fail fast on bad inputs
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), list(args.opts))
+    cfg = load_config(args.config_file, args.opts)
     model = instantiate(cfg.model).to(device).eval()
     if args.weights:
-        DetectionCheckpointer(model).load(args.weights)
+        load_weights(model, args.weights, trust_pickle=args.trust_pickle)
     else:
         logger.warning("no --weights: the model is randomly initialized")
         print("[demo] warning: no --weights, the model is randomly initialized", file=sys.stderr)
     pred = Predictor(cfg, model, device)
     os.makedirs(args.output, exist_ok=True)
-    summary: dict = {"device": device, "images": []}
+    summary: dict = {"device": device, "images": [], "failed": []}
     for item in tqdm(items, desc="images", unit="img"):
-        r = process_image(pred, item, args.output)
+        try:
+            r = process_image(pred, item, args.output)
+        except Exception as e:  # noqa: BLE001  (one bad image must not stop the others)
+            error = f"{type(e).__name__}: {e}"
+            tqdm.write(f"[demo] FAILED {item['file_name']}: {error}")
+            logger.debug("traceback of the failure", exc_info=True)
+            summary["failed"].append({"name": item["name"], "file_name": item["file_name"], "error": error})
+            continue
         if r["eds_source"].startswith("prediction"):
             tqdm.write(f"[demo] {item['name']}: no ground truth, EDS weights computed from the predicted instances")
         summary["images"].append(r)
     if args.video_input:
         summary["video"] = process_video(pred, args.video_input, args.output, args.max_inputs)
+    if summary["failed"]:
+        print(f"[demo] {len(summary['failed'])} of {len(items)} images failed:\n"
+              + "\n".join(f"  {f['file_name']}: {f['error']}" for f in summary["failed"]), file=sys.stderr)
     print(json.dumps(summary))
     return summary
 
 
+def cli(argv: Optional[List[str]] = None) -> int:
+    """Command-line entry: exit code 1 when any image failed, else 0."""
+    return 1 if main(argv)["failed"] else 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

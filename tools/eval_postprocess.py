@@ -9,7 +9,9 @@ single forward pass per batch (:mod:`pe_panoptic.evaluation.variants`).
 
 Prints a table (PQ / PQ_th / PQ_st / SQ / RQ / mIoU / post-processing ms per image) and, as its
 last line, the results as JSON. ``tools/oracle_pq.py`` gives the same comparison for perfect
-predictions.
+predictions. The checkpoint is loaded strictly (:mod:`pe_panoptic.checkpoint_io`; ``.pkl`` only
+with ``--trust-pickle``) and the overrides are checked against the config
+(:mod:`pe_panoptic.config_overrides`).
 """
 import argparse
 import json
@@ -21,9 +23,10 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import pe_panoptic  # noqa: E402,F401  (registers everything)
-from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
-from detectron2.config import LazyConfig, instantiate  # noqa: E402
+from detectron2.config import instantiate  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
+from pe_panoptic.checkpoint_io import TRUST_PICKLE_HELP, load_weights  # noqa: E402
+from pe_panoptic.config_overrides import load_config  # noqa: E402
 from pe_panoptic.engine import default_device, jsonable  # noqa: E402
 from pe_panoptic.evaluation.variants import evaluate_postprocess_variants, variant_grid  # noqa: E402
 from pe_panoptic.postprocess import DECODERS, VOID_SOURCES  # noqa: E402
@@ -50,12 +53,13 @@ def main(argv=None):
     ap.add_argument("--void-sources", nargs="+", default=list(VOID_SOURCES), choices=VOID_SOURCES)
     ap.add_argument("--output-dir", default=None, help="evaluator outputs, one folder per variant (default: a temp dir)")
     ap.add_argument("--metrics-json", default="", help="also write the results to this JSON file")
+    ap.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
     ap.add_argument("opts", nargs=argparse.REMAINDER, help="key=value config overrides")
     args = ap.parse_args(argv)
     setup_logger(name="pe_panoptic")
     logger = logging.getLogger("pe_panoptic.eval_postprocess")
 
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
+    cfg = load_config(args.config_file, args.opts)
     checkpoint = args.checkpoint or cfg.train.get("init_checkpoint", "")
     if not checkpoint:
         raise SystemExit("give --checkpoint (or train.init_checkpoint=...): evaluating random weights is meaningless")
@@ -64,7 +68,7 @@ def main(argv=None):
     device = cfg.train.get("device", "auto")
     device = default_device() if device in (None, "auto") else device
     model = instantiate(cfg.model).to(device)
-    DetectionCheckpointer(model).load(checkpoint)
+    load_weights(model, checkpoint, trust_pickle=args.trust_pickle)
     loader = instantiate(cfg.dataloader.test)
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -16,7 +16,9 @@ Writes ``<output>/model.onnx``, ``<output>/model.ts`` (TorchScript) and
 ``<output>/model.export.json`` (normalization, encoding, thing ids, post-processing config).
 ``--check`` runs the exports (onnxruntime on the CPU, TorchScript) against eager PyTorch at the
 export size and, when dynamic, at a second size, and reports the largest absolute differences.
-The last printed line is a JSON summary.
+The last printed line is a JSON summary. ``--weights`` are loaded strictly
+(:mod:`pe_panoptic.checkpoint_io`; ``.pkl`` only with ``--trust-pickle``) and ``--opts`` are checked
+against the config (:mod:`pe_panoptic.config_overrides`).
 """
 from __future__ import annotations
 
@@ -33,6 +35,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 import pe_panoptic  # noqa: E402,F401
+from pe_panoptic.checkpoint_io import TRUST_PICKLE_HELP, load_weights  # noqa: E402
+from pe_panoptic.config_overrides import load_config  # noqa: E402
 from pe_panoptic.export import (  # noqa: E402
     ONNX_OPSET,
     ExportableNetwork,
@@ -44,17 +48,16 @@ from pe_panoptic.export import (  # noqa: E402
 logger = logging.getLogger("pe_panoptic.export")
 
 
-def load_model(config_file: str, weights: Optional[str], opts: List[str], device: str):
-    """Model of a LazyConfig in eval mode, with weights loaded (random init without)."""
-    from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.config import LazyConfig, instantiate
+def load_model(config_file: str, weights: Optional[str], opts: List[str], device: str, trust_pickle: bool = False):
+    """Model of a LazyConfig in eval mode, with weights loaded strictly (random init without)."""
+    from detectron2.config import instantiate
 
     if not os.path.isfile(config_file):
         raise FileNotFoundError(f"--config-file {config_file!r} not found")
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(config_file), list(opts))
+    cfg = load_config(config_file, opts)
     model = instantiate(cfg.model).to(device).eval()
     if weights:
-        DetectionCheckpointer(model).load(weights)
+        load_weights(model, weights, trust_pickle=trust_pickle)
     else:
         logger.warning("no --weights: exporting a randomly initialized model")
     return cfg, model
@@ -112,6 +115,7 @@ def get_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config-file", required=True, help="LazyConfig (.py) of the model")
     ap.add_argument("--weights", default="", help="checkpoint (detectron2 .pth); random init if empty")
+    ap.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
     ap.add_argument("--output", default="output/export", help="output folder")
     ap.add_argument("--formats", nargs="+", choices=("onnx", "torchscript"), default=["onnx", "torchscript"])
     ap.add_argument("--height", type=int, default=0, help="example / fixed input height (multiple of 14); "
@@ -132,7 +136,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    cfg, model = load_model(args.config_file, args.weights or None, args.opts, device)
+    cfg, model = load_model(args.config_file, args.weights or None, args.opts, device, args.trust_pickle)
     p = int(model.size_divisibility)
     resize = config_test_size(cfg)
     default = int(math.ceil((resize or 518) / p) * p)

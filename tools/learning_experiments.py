@@ -9,7 +9,10 @@ and an evaluation every ``EVAL_PERIOD`` iterations, and is scored on the synthet
 
 Writes ``<output>/<variant>/`` (log, checkpoints, ``learning_curve.{json,png}``, metrics) and
 ``<output>/results.json``; prints the Markdown table that the README shows. Variants already
-finished in ``<output>`` (their ``metrics.json`` exists) are reused unless ``--rerun``.
+finished in ``<output>`` (their ``metrics_final.json`` exists) are reused unless ``--rerun``. A
+variant that is (re)trained replaces whatever its folder holds (a run without results, or one
+being re-run with ``--rerun``): the tool owns ``<output>/<variant>/`` and passes ``--overwrite`` to
+``tools/train_net.py``.
 """
 import argparse
 import json
@@ -42,7 +45,7 @@ def run_variant(name, overrides, spec, args) -> dict:
     os.makedirs(out, exist_ok=True)
     iters = args.iters or spec["ITERS"]
     cmd = [sys.executable, os.path.join(ROOT, "tools/train_net.py"), "--config-file", os.path.join(ROOT, spec["BASE"]),
-           "--metrics-json", os.path.join(out, "eval.json"),
+           "--overwrite", "--metrics-json", os.path.join(out, "eval.json"),
            f"train.output_dir={out}", f"train.max_iter={iters}", f"train.eval_period={args.eval_period or spec['EVAL_PERIOD']}",
            "train.learning_curve=True", "train.checkpointer.period=100000"] + list(overrides) + list(args.opts)
     print(f"[experiments] {name}: " + " ".join(cmd[2:]), flush=True)

@@ -180,9 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
 def run_oracle(args: argparse.Namespace) -> Dict:
     defaults = default_settings(args.dataset)
     grid = tuple(args.grid) if args.grid else defaults["grid"]
-    input_size = args.input_size or defaults["input_size"]
+    input_size = defaults["input_size"] if args.input_size is None else args.input_size
     if input_size < 14:
-        raise ValueError(f"--input-size must be >= 14, got {input_size}")
+        raise ValueError(f"--input-size must be >= 14 (one 14-pixel ViT patch; the input is padded to a multiple "
+                         f"of 14), got {input_size}")
     if args.max_images is not None and args.max_images < 1:
         raise ValueError(f"--max-images must be >= 1, got {args.max_images}")
     if args.dataset not in DatasetCatalog.list():
@@ -195,7 +196,8 @@ def run_oracle(args: argparse.Namespace) -> Dict:
     thing_ids = sorted(set(meta.thing_dataset_id_to_contiguous_id.values()))
     ignore_label = int(getattr(meta, "ignore_label", 255))
 
-    encoding = build_encoding(args.encoding, num_harmonics=args.num_harmonics, num_bins=args.num_bins or grid[1])
+    num_bins = grid[1] if args.num_bins is None else args.num_bins
+    encoding = build_encoding(args.encoding, num_harmonics=args.num_harmonics, num_bins=num_bins)
     cfg = PostProcessConfig(**{"decoder": args.decoder, "grid": grid, **parse_overrides(args.overrides)})
     mapper = PanopticCentroidDatasetMapper(
         False, augmentations=build_test_augmentations(input_size), output_stride=args.output_stride,

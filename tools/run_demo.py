@@ -9,6 +9,11 @@
 4. scores every post-processing variant (decoder x void_source) of the same checkpoint with
    ``tools/eval_postprocess.py`` -> ``<output>/postprocess_variants.json``,
 5. saves panoptic visualizations of a few val images (detectron2 ``Visualizer``) next to it.
+
+A second run into an output folder that already holds a demo run refuses up front (before any
+work), naming the folder: ``make clean-demo`` first, or ``--overwrite`` to retrain and replace it
+(passed on to ``tools/train_net.py``). Replacing a finished 9-minute run is a decision, so
+``make demo`` does not pass ``--overwrite`` by itself.
 """
 import argparse
 import json
@@ -40,15 +45,17 @@ def visualize(config_file: str, checkpoint: str, out_dir: str, num_images: int, 
     from PIL import Image
 
     import pe_panoptic  # noqa: F401
-    from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.config import LazyConfig, instantiate
+    from detectron2.config import instantiate
     from detectron2.data import MetadataCatalog
     from detectron2.utils.visualizer import ColorMode, Visualizer
 
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(config_file), opts)
+    from pe_panoptic.checkpoint_io import load_weights
+    from pe_panoptic.config_overrides import load_config
+
+    cfg = load_config(config_file, opts)
     cfg.train.device = "cpu"
     model = instantiate(cfg.model).eval()
-    DetectionCheckpointer(model).load(checkpoint)
+    load_weights(model, checkpoint)
     loader = instantiate(cfg.dataloader.test)
     dataset_name = cfg.dataloader.test.dataset.names
     dataset_name = dataset_name if isinstance(dataset_name, str) else dataset_name[0]
@@ -69,15 +76,23 @@ def visualize(config_file: str, checkpoint: str, out_dir: str, num_images: int, 
     return paths
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config-file", default=os.path.join(ROOT, "configs/synthetic/pe_tiny.py"))
     ap.add_argument("--output", default=os.path.join(ROOT, "output/demo"))
     ap.add_argument("--num-vis", type=int, default=4)
     ap.add_argument("--skip-variants", action="store_true",
                     help="do not score the other post-processing variants (tools/eval_postprocess.py)")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="retrain and replace a demo run already in --output (default: refuse)")
     ap.add_argument("opts", nargs=argparse.REMAINDER, help="key=value config overrides")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    from pe_panoptic.run_dir import existing_run
+
+    found = existing_run(args.output)
+    if found and not args.overwrite:
+        raise SystemExit(f"[demo] {args.output} already holds {found}. Remove it first (make clean-demo for "
+                         f"output/demo) or pass --overwrite (tools/run_demo.py --overwrite) to retrain and replace it.")
     os.environ.setdefault("DETECTRON2_DATASETS", os.path.join(ROOT, "datasets"))
     t0 = time.time()
 
@@ -91,7 +106,7 @@ def main():
     raw_path = os.path.join(args.output, "metrics_raw.json")
     opts = [f"train.output_dir={args.output}"] + list(args.opts)
     cmd = [sys.executable, os.path.join(ROOT, "tools/train_net.py"), "--config-file", args.config_file,
-           "--metrics-json", raw_path] + opts
+           "--metrics-json", raw_path] + (["--overwrite"] if args.overwrite else []) + opts
     print("[demo] " + " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
     with open(raw_path) as f:

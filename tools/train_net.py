@@ -20,6 +20,14 @@ True or a dict of ``torch.compile`` arguments), CPU multi-process training with 
 before every step, and a :class:`pe_panoptic.data.resumable.ResumableTrainLoader` continues its
 data stream at the resumed iteration), and ``--metrics-json`` to write the final evaluation
 results.
+
+What it refuses (README "What it refuses, and why"): overrides of keys the config does not have
+or of the wrong type (:mod:`pe_panoptic.config_overrides`); checkpoints that do not fit the model
+exactly, hold NaN / inf, or are pickles, unless ``--trust-pickle`` (and, when training starts from
+``train.init_checkpoint``, key prefixes in ``train.init_checkpoint_allow_mismatch``;
+:mod:`pe_panoptic.checkpoint_io`); ``--eval-only`` without a checkpoint; a new run into an
+``output_dir`` holding another run unless ``--resume`` or ``--overwrite``
+(:mod:`pe_panoptic.run_dir`).
 """
 import json
 import logging
@@ -31,12 +39,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 import pe_panoptic  # noqa: E402,F401  (registers everything)
-from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
-from detectron2.config import LazyConfig, instantiate  # noqa: E402
+from detectron2.config import instantiate  # noqa: E402
 from detectron2.engine import default_argument_parser, default_setup, default_writers, hooks  # noqa: E402
 from detectron2.engine.defaults import create_ddp_model  # noqa: E402
 from detectron2.evaluation import inference_on_dataset, print_csv_format  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
+from pe_panoptic.checkpoint_io import TRUST_PICKLE_HELP, StrictCheckpointer  # noqa: E402
+from pe_panoptic.config_overrides import load_config  # noqa: E402
 from pe_panoptic.engine import (  # noqa: E402
     IterationSeedHook,
     PETrainer,
@@ -48,6 +57,7 @@ from pe_panoptic.engine import (  # noqa: E402
 )
 from pe_panoptic.learning_curve import LearningCurveHook  # noqa: E402
 from pe_panoptic.recipes import resolve_accumulate_steps  # noqa: E402
+from pe_panoptic.run_dir import check_output_dir, clear_run_markers, existing_run  # noqa: E402
 
 logger = logging.getLogger("detectron2")
 
@@ -99,7 +109,8 @@ def do_train(args, cfg):
         accumulate_steps=accumulate_steps,
         clip_grad_norm=cfg.train.get("clip_grad_norm", None), device=device,
     )
-    checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    checkpointer = StrictCheckpointer(model, cfg.train.output_dir, trainer=trainer, trust_pickle=args.trust_pickle,
+                                      allow_mismatch=cfg.train.get("init_checkpoint_allow_mismatch", None) or ())
     seed = cfg.train.get("seed", -1)
     trainer.register_hooks(
         [
@@ -129,16 +140,34 @@ def do_train(args, cfg):
     return model
 
 
+def prepare_output_dir(args, cfg) -> None:
+    """Refuse (on every process, as the main process decides) a new run into an output_dir that
+    holds another run, unless --resume or --overwrite; with --overwrite remove the old run's
+    markers (model_final.pth, last_checkpoint, metrics.json)."""
+    out = cfg.train.output_dir
+    found = comm.all_gather(existing_run(out) if comm.is_main_process() else None)[0]
+    if found:
+        check_output_dir(out, resume=args.resume, overwrite=args.overwrite, found=found)
+    if found and args.overwrite and not args.resume and comm.is_main_process():
+        removed = clear_run_markers(out)
+        logger.warning(f"--overwrite: replacing {found} in {out} (removed {', '.join(removed)})")
+    comm.synchronize()
+
+
 def main(args):
-    cfg = LazyConfig.load(args.config_file)
-    cfg = LazyConfig.apply_overrides(cfg, args.opts)
+    cfg = load_config(args.config_file, args.opts)
+    if args.eval_only and not cfg.train.get("init_checkpoint"):
+        raise SystemExit("--eval-only needs a checkpoint: give train.init_checkpoint=<model.pth> "
+                         "(evaluating randomly initialized weights is meaningless)")
+    if not args.eval_only:
+        prepare_output_dir(args, cfg)
     default_setup(cfg, args)
     if args.eval_only:
         device = resolve_device(cfg)
         model = instantiate(cfg.model)
         model.to(device)
         model = create_ddp_model(model, **ddp_kwargs(device))
-        DetectionCheckpointer(model).load(cfg.train.init_checkpoint)
+        StrictCheckpointer(model, trust_pickle=args.trust_pickle).load(cfg.train.init_checkpoint)
         results = do_test(cfg, model)
     else:
         do_train(args, cfg)
@@ -155,6 +184,10 @@ def main(args):
 def get_parser():
     parser = default_argument_parser()
     parser.add_argument("--metrics-json", default="", help="write the final evaluation results to this JSON file")
+    parser.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="train into an output_dir that holds another run, replacing it (its model_final.pth, "
+                        "last_checkpoint and metrics.json are removed first)")
     return parser
 
 

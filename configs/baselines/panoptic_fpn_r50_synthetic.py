@@ -78,6 +78,9 @@ lr_multiplier = L(WarmupParamScheduler)(
 )
 
 train.init_checkpoint = ""
+# keys that may differ from train.init_checkpoint, e.g. everything but the ResNet when starting from
+# ImageNet weights: ["backbone.fpn", "proposal_generator", "roi_heads", "sem_seg_head"]
+train.init_checkpoint_allow_mismatch = []
 train.device = "auto"
 train.amp = dict(enabled=False, dtype="bf16")
 train.max_iter = 600

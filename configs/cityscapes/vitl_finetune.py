@@ -2,7 +2,8 @@
 # (configs/coco/vitl_stage2.py) fine-tuned for 400 epochs on the 2975 Cityscapes training images at
 # 784 x 1568 (crops after scale jitter); post-processing with a 160 x 320 grid of centroids.
 # Semantic and instance losses summed on every batch. The semantic head changes size (133 -> 19
-# classes): detectron2's checkpointer skips it with a warning and it is trained from scratch.
+# classes): train.init_checkpoint_allow_mismatch lets the strict loader skip it, and it is trained
+# from scratch (every other key of the checkpoint must match).
 # Not stated in the paper (our choices): effective batch 16 (as stage 3: large images) ->
 # 74375 iterations; 3 warmup epochs; scale jitter 0.5-2.0.
 # Memory: 784 x 1568 is 6272 tokens for ViT-L: bf16 + gradient checkpointing, 2 images per GPU.
@@ -26,6 +27,7 @@ set_decoder_upsampling(model, dataloader, 3)  # and the mapper's output_stride =
 model.backbone.grad_checkpointing = True
 
 train.init_checkpoint = "output/coco/vitl_stage2/model_final.pth"
+train.init_checkpoint_allow_mismatch = ["heads.sem."]  # 133 COCO classes -> 19 Cityscapes classes
 train.output_dir = "output/cityscapes/vitl_finetune"
 train.checkpointer = dict(period=recipe.iters(20), max_to_keep=2)
 train.eval_period = recipe.iters(50)

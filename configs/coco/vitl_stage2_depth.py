@@ -33,3 +33,5 @@ model.loss = dict(tv_weight=0.1, dice_weight=1.0, depth_weight=1.0, depth_loss="
 train.checkpointer = dict(period=recipe.iters(10), max_to_keep=2)
 train.eval_period = recipe.iters(50)
 train.output_dir = "output/coco/vitl_stage2_depth"
+# starts from stage 1 (train.init_checkpoint of vitl_stage2.py), which has no depth head
+train.init_checkpoint_allow_mismatch = ["heads.depth."]

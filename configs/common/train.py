@@ -2,6 +2,10 @@
 train = dict(
     output_dir="./output",
     init_checkpoint="",
+    # key prefixes (e.g. "heads.sem.") that may be missing, unexpected or of another shape in
+    # init_checkpoint when training starts from it: a new head when fine-tuning. Every other key
+    # must match exactly (pe_panoptic/checkpoint_io.py); never applies to --resume or --eval-only.
+    init_checkpoint_allow_mismatch=[],
     max_iter=90000,
     # Mixed precision on CUDA or CPU; dtype "bf16" (default, no loss scaling) or "fp16".
     amp=dict(enabled=False, dtype="bf16"),

@@ -25,6 +25,7 @@ model.task_probs = None
 model.loss = dict(tv_weight=0.1, dice_weight=1.0, depth_weight=1.0, depth_loss="silog")
 
 train.init_checkpoint = "output/coco/vitl_stage2_depth/model_final.pth"
+train.init_checkpoint_allow_mismatch = []  # same architecture as stage 2 with depth: every key must match
 train.output_dir = "output/nyu/vitl_depth_finetune"
 train.checkpointer = dict(period=recipe.iters(10), max_to_keep=2)
 train.eval_period = recipe.iters(10)

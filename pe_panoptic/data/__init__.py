@@ -1,6 +1,6 @@
 """Datasets: importing this package registers the built-in synthetic panoptic splits and the
 NYUv2 depth splits (``nyuv2_depth_{train,test}``); COCO / Cityscapes panoptic use detectron2's
-builtin registrations."""
+builtin registrations, with :mod:`.validation`'s file checks put in front of their loaders."""
 from .synthetic import (  # noqa: F401  (import registers synthetic_panoptic_{train,val})
     SYNTHETIC_CATEGORIES,
     SceneConfig,
@@ -13,3 +13,11 @@ from .synthetic import (  # noqa: F401  (import registers synthetic_panoptic_{tr
 from .errors import InvalidSampleError  # noqa: F401
 from .mapper import PanopticCentroidDatasetMapper, build_test_augmentations, build_train_augmentations  # noqa: F401
 from .nyu import NYUV2_SPLITS, load_nyuv2_depth, register_nyuv2_depth  # noqa: F401  (registers nyuv2_depth_*)
+from .validation import (  # noqa: F401,E402
+    DatasetError,
+    install_validation,
+    validate_cityscapes_panoptic,
+    validate_coco_panoptic,
+)
+
+install_validation()  # detectron2's builtin COCO / Cityscapes panoptic datasets (registered at import)
