@@ -184,7 +184,7 @@ def test_heads_rotary_option():
     with pytest.raises(ValueError, match="rotary"):
         PixelHeads(16, 5, 3, inst_position="rotary")
     with pytest.raises(ValueError, match="inst_position"):
-        PixelHeads(16, 5, 16, inst_position="offset")
+        PixelHeads(16, 5, 16, inst_position="bogus")
 
 
 def test_offset_head_gives_code_of_predicted_centroid():
