@@ -69,7 +69,7 @@ def test_model_subcommand(tool, capsys, restore_threads):
 def tiny_model_macs(size):
     """fvcore MACs of the TINY model by hand (conventions: linear / conv / SDPA multiply-adds,
     LayerNorm with affine 5 per element, eval BatchNorm with affine 2 per element, elementwise
-    ops and the bicubic position-embedding resampling uncounted)."""
+    ops uncounted)."""
     g, e, c = size // 14, 48, 16  # patch grid, embed dim, decoder width
     t = g * g + 1  # tokens (+ class token)
     patch = g * g * e * 3 * 14 * 14
@@ -89,7 +89,14 @@ def tiny_model_macs(size):
         + s3 * s3 * c * c * 9 + s3 * s3 * 2 * c  # 3x3 conv + BN
     )
     heads = s3 * s3 * c * (6 + 16) * 9  # semantic (6 classes) and PE (16 channels) 3x3 convs
-    return patch + 2 * block + final_norms + decoder + heads
+    # the official ("dinov2") position-embedding resampling is an einsum of two interpolation
+    # matrices with the 37x37 grid; fvcore counts einsum as numpy's optimal-path FLOPs / 2
+    import numpy as np
+
+    path = np.einsum_path("ym,bmnc,xn->byxc", np.zeros((g, 37)), np.zeros((1, 37, 37, e)), np.zeros((g, 37)),
+                          optimize="optimal")[1]
+    resample = float(next(x for x in path.split("\n") if "Optimized FLOP" in x).split(":")[1]) / 2
+    return patch + 2 * block + final_norms + decoder + heads + resample
 
 
 def test_postprocess_subcommand(tool, capsys, restore_threads):
