@@ -119,3 +119,8 @@ class LearningCurveHook(HookBase):
             self._sample()
         if it % self.period == 0 or last:
             self.write()
+
+    def after_train(self):
+        # detectron2's EvalHook evaluates after the last iteration in its after_train: include it
+        self._sample()
+        self.write()

@@ -73,3 +73,4 @@ def test_probe_config_trains_and_scores_train_and_val_splits(synthetic_env, tmp_
     train = json.loads((tmp_path / "train.json").read_text())
     assert list(train) == ["decoder=nn,void_source=instance"]
     assert {"PQ", "PQ_th", "PQ_st"} <= set(train["decoder=nn,void_source=instance"]["panoptic_seg"])
+

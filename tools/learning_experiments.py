@@ -76,7 +76,7 @@ def table(results: dict) -> str:
     for name, r in results.items():
         cells = [f"{r[k]:.1f}" if r.get(k) is not None else "-" for k in COLUMNS]
         diag = [f"{r[k]:.2f}" if r.get(k) is not None else "-" for k in DIAG]
-        ov = ", ".join(f"`{o}`" for o in r["overrides"]) or "(demo recipe)"
+        ov = ", ".join(f"`{o}`" for o in r["overrides"]) or "(base recipe)"
         lines.append(f"| {name} | {ov} | " + " | ".join(cells + diag) + f" | {r['wall_s'] / 60:.0f} |")
     return "\n".join(lines)
 

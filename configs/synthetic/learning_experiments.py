@@ -1,7 +1,7 @@
 # Controlled instance-learning experiments (README "Instance learning: what holds the model on the
 # void plateau"), run by tools/learning_experiments.py. Every variant is the base config plus the
 # overrides listed here, one factor changed at a time from the demo recipe (configs/synthetic/pe_vits.py:
-# real DINOv2 ViT-S/14, first 6 blocks, official forward, EDS, DICE, TV off, rotary instance head).
+# real DINOv2 ViT-S/14, first 6 blocks, official forward, EDS, DICE, TV off, offset instance head).
 #
 #   python tools/learning_experiments.py --only paper_head rotary       # a subset
 #   python tools/learning_experiments.py                                # all of them
@@ -14,22 +14,23 @@ ITERS = 600
 EVAL_PERIOD = 200
 
 EXPERIMENTS = {
-    # the demo recipe
-    "rotary": [],
-    # the head regresses the offset to the centroid and a magnitude; code = r * PE(u + du, v + dv)
-    "offset": ["model.inst_position=offset"],
+    # the recipe of pe_vits.py: the head regresses the offset to the centroid and a magnitude,
+    # code = r * PE(u + du, v + dv)
+    "offset": [],
+    # the head rotates the pixel's own position code by a predicted complex factor per harmonic
+    "rotary": ["model.inst_position=rotary"],
     # the paper's instance head (a conv outputs the code), everything else equal
     "paper_head": ["model.inst_position=none"],
     # CoordConv: normalized x, y / their PE concatenated to the decoder input, paper head
     "paper_head+coord_xy": ["model.inst_position=none", "model.decoder.position_input=xy"],
     "paper_head+coord_pe": ["model.inst_position=none", "model.decoder.position_input=pe"],
     # losses
-    "rotary+tv0.1": ["model.loss.tv_weight=0.1"],
-    "rotary-dice": ["model.loss.dice_weight=0.0"],
-    "rotary-eds": ["dataloader.train.mapper.use_eds=False"],
-    "rotary+L2": ["model.encoding.num_harmonics=2"],
+    "offset+tv0.1": ["model.loss.tv_weight=0.1"],
+    "offset-dice": ["model.loss.dice_weight=0.0"],
+    "offset-eds": ["dataloader.train.mapper.use_eds=False"],
+    "offset+L2": ["model.encoding.num_harmonics=2"],
     # encoder: the full 12 pretrained blocks (paper's out_indices for ViT-S), frozen
-    "rotary+12blocks": ["model.backbone.out_indices=[2,5,8,11]", "model.decoder.in_channels=1536"],
+    "offset+12blocks": ["model.backbone.out_indices=[2,5,8,11]", "model.decoder.in_channels=1536"],
     "paper_head+12blocks": ["model.inst_position=none", "model.backbone.out_indices=[2,5,8,11]",
                             "model.decoder.in_channels=1536"],
 }
