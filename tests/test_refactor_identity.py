@@ -28,6 +28,7 @@ def old_postprocess():
 
 @pytest.mark.parametrize("path, package, new", [
     ("pe_panoptic/postprocess.py", "pe_panoptic", "pe_panoptic.postprocess"),
+    ("pe_panoptic/losses.py", "pe_panoptic", "pe_panoptic.losses"),
 ])
 def test_public_names_still_importable(path, package, new):
     old = load_legacy(path, package)
@@ -141,3 +142,65 @@ def test_naive_decode_identical_to_pre_refactor_module(old_postprocess):
     pred = torch.randn(2, enc.num_channels, 9, 11, generator=torch.Generator().manual_seed(4))
     for a, b in zip(naive_decode(pred, enc, (10, 12)), old_postprocess.naive_decode(pred, enc, (10, 12))):
         assert torch.equal(a, b)
+
+
+# ------------------------------------------------------------------------------------------
+# losses
+# ------------------------------------------------------------------------------------------
+def loss_batch(enc, seed: int, B=2, H=14, W=17, num_classes=5):
+    """Random outputs and consistent targets: block instances whose pixels share a centroid."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.zeros(B, H, W, dtype=torch.long)
+    uv = torch.zeros(B, 2, H, W)
+    for b in range(B):
+        for k in range(1, 4 + b):
+            y0, x0 = int(torch.randint(0, H - 3, (1,), generator=g)), int(torch.randint(0, W - 3, (1,), generator=g))
+            ids[b, y0 : y0 + 3 + k, x0 : x0 + 4] = k
+        for k in ids[b].unique().tolist():
+            if k:
+                uv[b, :, ids[b] == k] = (torch.rand(2, 1, generator=g) * 2 - 1)
+    sem = torch.randint(0, num_classes, (B, H, W), generator=g)
+    sem[:, :2, :3] = 255
+    targets = {"sem_seg": sem, "sem_weight": torch.rand(B, H, W, generator=g) * (sem != 255),
+               "inst_uv": uv, "inst_valid": ids > 0, "inst_ids": ids, "inst_weight": torch.rand(B, H, W, generator=g),
+               "depth": torch.rand(B, H, W, generator=g) + 0.5, "depth_valid": torch.rand(B, H, W, generator=g) > 0.3}
+    outputs = {"sem_logits": torch.randn(B, num_classes, H, W, generator=g),
+               "inst": torch.randn(B, enc.num_channels, H, W, generator=g),
+               "depth": torch.rand(B, 1, H, W, generator=g) + 0.2}
+    return outputs, targets
+
+
+@pytest.mark.parametrize("enc_name, depth_loss", [("pe", "affine_invariant"), ("pe", "silog"), ("rgb", "silog"),
+                                                  ("bins", "affine_invariant")])
+def test_criterion_identical_to_pre_refactor_module(enc_name, depth_loss):
+    import pe_panoptic.losses as new
+
+    old = load_legacy("pe_panoptic/losses.py", "pe_panoptic")
+    enc = build_encoding(enc_name, num_harmonics=3, num_bins=10)
+    kw = dict(num_classes=5, sem_weight=1.5, tv_weight=0.2, dice_weight=0.7, depth_loss=depth_loss)
+    for seed in range(3):
+        outputs, targets = loss_batch(enc, seed)
+        results = []
+        for crit in (new.PixelCentroidCriterion(enc, **kw), old.PixelCentroidCriterion(enc, **kw)):
+            outs = {k: v.clone().requires_grad_(True) for k, v in outputs.items()}
+            losses = crit(outs, targets, {"sem", "inst", "depth"})
+            sum(losses.values()).backward()
+            results.append(({k: v.detach() for k, v in losses.items()}, {k: v.grad for k, v in outs.items()}))
+        (new_l, new_g), (old_l, old_g) = results
+        assert set(new_l) == set(old_l) and len(new_l) >= 4
+        for k in old_l:
+            assert torch.equal(new_l[k], old_l[k]), k
+        for k in old_g:
+            assert torch.equal(new_g[k], old_g[k]), k
+    # the pure functions with their optional arguments
+    outputs, t = loss_batch(enc, 9)
+    if enc_name == "pe":
+        codes = new.instance_codes_from_targets(t["inst_uv"], t["inst_ids"], enc)
+        for a, b in zip(codes, old.instance_codes_from_targets(t["inst_uv"], t["inst_ids"], enc)):
+            assert torch.equal(a, b)
+        mask = t["depth_valid"]
+        assert torch.equal(new.generalized_dice_loss(outputs["inst"], t["inst_ids"], codes, 3, mask),
+                           old.generalized_dice_loss(outputs["inst"], t["inst_ids"], codes, 3, mask))
+    assert torch.equal(new.tv_loss_regression(outputs["inst"], "l1"), old.tv_loss_regression(outputs["inst"], "l1"))
+    assert torch.equal(new.silog_loss(outputs["depth"], t["depth"], t["depth_valid"], 1.0),
+                       old.silog_loss(outputs["depth"], t["depth"], t["depth_valid"], 1.0))
