@@ -8,7 +8,9 @@ the package that replaced it.
 """
 import importlib
 import itertools
+import os
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -29,6 +31,7 @@ def old_postprocess():
 @pytest.mark.parametrize("path, package, new", [
     ("pe_panoptic/postprocess.py", "pe_panoptic", "pe_panoptic.postprocess"),
     ("pe_panoptic/losses.py", "pe_panoptic", "pe_panoptic.losses"),
+    ("pe_panoptic/data/synthetic.py", "pe_panoptic.data", "pe_panoptic.data.synthetic"),
 ])
 def test_public_names_still_importable(path, package, new):
     old = load_legacy(path, package)
@@ -204,3 +207,29 @@ def test_criterion_identical_to_pre_refactor_module(enc_name, depth_loss):
     assert torch.equal(new.tv_loss_regression(outputs["inst"], "l1"), old.tv_loss_regression(outputs["inst"], "l1"))
     assert torch.equal(new.silog_loss(outputs["depth"], t["depth"], t["depth_valid"], 1.0),
                        old.silog_loss(outputs["depth"], t["depth"], t["depth_valid"], 1.0))
+
+
+# ------------------------------------------------------------------------------------------
+# synthetic dataset
+# ------------------------------------------------------------------------------------------
+def test_synthetic_scenes_and_files_identical_to_pre_refactor_module(tmp_path):
+    from pe_panoptic.data import synthetic as new
+
+    old = load_legacy("pe_panoptic/data/synthetic.py", "pe_panoptic.data")
+    for seed in range(4):
+        cfg = new.SceneConfig(crowd_prob=1.0 if seed % 2 else 0.3, void_prob=1.0 if seed < 2 else 0.6)
+        a = new.render_scene(np.random.default_rng(seed), (96, 120), cfg)
+        b = old.render_scene(np.random.default_rng(seed), (96, 120), old.SceneConfig(**vars(cfg)))
+        for x, y in zip(a[:3], b[:3]):
+            assert x.dtype == y.dtype and np.array_equal(x, y)
+        assert a.segments_info == b.segments_info and len(a.segments_info) >= 3
+    kw = dict(seed=5, num_train=2, num_val=1, image_size=(64, 80))
+    new.generate_synthetic_panoptic(tmp_path / "new", **kw)
+    old.generate_synthetic_panoptic(tmp_path / "old", **kw)
+    files = sorted(os.path.relpath(os.path.join(d, f), tmp_path / "new")
+                   for d, _, fs in os.walk(tmp_path / "new") for f in fs)
+    assert len(files) == 14  # 3 images x (jpg, panoptic png, semantic png), 4 json, manifest
+    assert files == sorted(os.path.relpath(os.path.join(d, f), tmp_path / "old")
+                           for d, _, fs in os.walk(tmp_path / "old") for f in fs)
+    for f in files:
+        assert (tmp_path / "new" / f).read_bytes() == (tmp_path / "old" / f).read_bytes(), f
