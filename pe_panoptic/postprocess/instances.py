@@ -47,7 +47,7 @@ from ..encoding import CentroidEncoding
 from .config import PostProcessConfig, resolve_cfg
 from .grid import cell_counts, check_grid, decode_cells, paint_cells
 
-__all__ = ["grid_nms", "matrix_nms", "instance_map_from_outputs"]
+__all__ = ["grid_nms", "matrix_nms", "instance_map_from_outputs", "instances_from_cells"]
 
 
 def grid_nms(cells: torch.Tensor, radius: int, grid) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -248,6 +248,16 @@ def instance_map_from_outputs(
     if cfg.void_source == "semantic" and thing_pixels is None:
         raise ValueError("void_source='semantic' needs thing_pixels (the semantic thing mask)")
     code, ndist = decode_cells(inst, encoding, cfg.grid, thing_pixels if cfg.void_source == "semantic" else None)
+    return instances_from_cells(code, ndist, cfg)
+
+
+def instances_from_cells(
+    code: torch.Tensor, ndist: torch.Tensor, cfg: PostProcessConfig
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The decoder ``cfg.decoder`` on a decoded cell map (:func:`pe_panoptic.postprocess.decode_cells`:
+    ``code [h, w]``, ``-1`` = void, and ``ndist [h, w]``), then instances smaller than
+    ``cfg.min_instance_area * h * w`` pixels dropped. Returns ``(inst_map [h, w], scores [M])``
+    as :func:`instance_map_from_outputs`."""
     h, w = code.shape
     inst_map, num = _DECODER_FNS[cfg.decoder](code, ndist, cfg)
     return _relabel(inst_map, num, ndist, cfg.min_instance_area * h * w)

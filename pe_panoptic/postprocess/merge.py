@@ -20,11 +20,21 @@ The output is detectron2's panoptic format ``(panoptic_seg [h, w] int32, segment
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Sequence, Tuple
 
 import torch
 
-__all__ = ["thing_class_mask", "thing_pixel_mask", "merge_instances_and_semantics"]
+__all__ = [
+    "SemanticMaps",
+    "semantic_maps",
+    "thing_class_mask",
+    "thing_pixel_mask",
+    "thing_argmax",
+    "vote_instance_classes",
+    "instance_class_scores",
+    "assemble_panoptic",
+    "merge_instances_and_semantics",
+]
 
 
 def thing_class_mask(thing_ids, num_classes: int, device) -> torch.Tensor:
@@ -72,60 +82,83 @@ def _select_classes(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return x[idx]
 
 
-def merge_instances_and_semantics(
-    inst_map: torch.Tensor,
-    inst_scores: torch.Tensor,
-    sem_logits: torch.Tensor,
-    thing_ids: Sequence[int],
-    thing_fraction: float = 0.5,
-    min_stuff_area: float = 1e-3,
-) -> Tuple[torch.Tensor, List[Dict]]:
-    """Class-agnostic instances + semantic logits -> detectron2 panoptic output (module doc).
+class SemanticMaps(NamedTuple):
+    """Per-pixel statistics of semantic logits ``[N, h, w]``, each ``[h, w]``."""
 
-    ``inst_map [h, w]`` (0 = none, ``1..M``), ``inst_scores [M]``, ``sem_logits [N, h, w]``;
-    ``min_stuff_area`` is a fraction of ``h * w``.
-    """
-    if not torch.is_tensor(sem_logits) or sem_logits.dim() != 3 or not sem_logits.is_floating_point():
-        got = getattr(sem_logits, "shape", type(sem_logits))
-        raise ValueError(f"sem_logits must be a floating [N, h, w] tensor, got {got}")
-    N, h, w = sem_logits.shape
-    if tuple(inst_map.shape) != (h, w):
-        raise ValueError(f"inst_map {tuple(inst_map.shape)} and sem_logits {(h, w)} differ in size")
-    dev = sem_logits.device
-    inst_map = inst_map.to(dev)
-    M = int(inst_scores.numel())
-    is_thing_cls = thing_class_mask(thing_ids, N, dev)
-    sem = sem_logits.float()
+    max: torch.Tensor  #: float32, the largest logit
+    arg: torch.Tensor  #: long, the first class with it (the full semantic argmax)
+    lse: torch.Tensor  #: float32, log-sum-exp over the classes
+
+
+def semantic_maps(sem: torch.Tensor) -> SemanticMaps:
+    """:class:`SemanticMaps` of ``sem [N, h, w]`` (computed in float32)."""
+    sem = sem.float()
     # max(0) gives the first index of the maximum like argmax(0), and is several times faster on
     # CPU; the log-sum-exp reuses the max (same arithmetic as torch.logsumexp)
     full_max, full_arg = sem.max(0)
-    lse = _logsumexp0(sem, full_max)
-    pix_thing = is_thing_cls[full_arg]
+    return SemanticMaps(full_max, full_arg, _logsumexp0(sem, full_max))
+
+
+def thing_argmax(sem_cols: torch.Tensor, thing_idx: torch.Tensor) -> torch.Tensor:
+    """Thing-restricted argmax ``[P]`` of the logit columns ``sem_cols [N, P]``: the first thing
+    class (of the sorted ``thing_idx``) with the largest logit among the things."""
+    return thing_idx[_select_classes(sem_cols, thing_idx).max(0).indices]
+
+
+def vote_instance_classes(
+    inst_map: torch.Tensor,
+    num_instances: int,
+    full_arg: torch.Tensor,
+    thing_arg: torch.Tensor,
+    is_thing_cls: torch.Tensor,
+    thing_fraction: float,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Class, keep flag and area ``[M]`` of the instances ``1..M`` of ``inst_map [h, w]``.
+
+    The class is the majority vote of ``thing_arg`` (the thing-restricted semantic argmax; only
+    its values at instance pixels matter); an instance is kept if at least ``thing_fraction`` of
+    its pixels have a thing class as full semantic argmax ``full_arg``. Areas are clamped at 1.
+    """
+    N, M = is_thing_cls.numel(), int(num_instances)
     flat_inst = inst_map.reshape(-1)
-    # --- things: majority vote of the thing-restricted argmax; thing fraction; score
-    keep = torch.zeros(M, dtype=torch.bool, device=dev)
-    cls = torch.zeros(M, dtype=torch.long, device=dev)
-    inst_score = torch.zeros(M, device=dev)
-    if M and bool(is_thing_cls.any()):
-        # thing-restricted argmax of the instance pixels. Where the full argmax is a thing class
-        # it is also the first maximum among the things, so only instance pixels whose full
-        # argmax is stuff need the restricted search.
-        thing_idx = torch.nonzero(is_thing_cls).squeeze(1)
-        thing_arg = full_arg.reshape(-1).clone()
-        redo = torch.nonzero((flat_inst > 0) & ~pix_thing.reshape(-1)).squeeze(1)
-        if redo.numel():
-            cols = _select_classes(sem.reshape(N, -1)[:, redo], thing_idx)
-            thing_arg[redo] = thing_idx[cols.max(0).indices]
-        # bins (instance, class); instance 0 (no instance) takes the first N bins, dropped
-        votes = torch.bincount(flat_inst * N + thing_arg, minlength=(M + 1) * N)[N:].view(M, N)
-        cls = votes.argmax(1)
-        area = torch.bincount(flat_inst, minlength=M + 1)[1:].clamp_min(1)
-        n_thing = torch.bincount(flat_inst, weights=pix_thing.reshape(-1).double(), minlength=M + 1)[1:]
-        keep = n_thing >= thing_fraction * area
-        pix_cls = cls[(flat_inst - 1).clamp_min(0)]
-        pix_prob = torch.exp(sem.reshape(N, -1).gather(0, pix_cls[None])[0] - lse.reshape(-1))
-        psum = torch.bincount(flat_inst, weights=pix_prob.double(), minlength=M + 1)[1:]
-        inst_score = inst_scores.to(dev).float() * (psum / area).float()
+    pix_thing = is_thing_cls[full_arg].reshape(-1)
+    # bins (instance, class); instance 0 (no instance) takes the first N bins, dropped
+    votes = torch.bincount(flat_inst * N + thing_arg.reshape(-1), minlength=(M + 1) * N)[N:].view(M, N)
+    cls = votes.argmax(1)
+    area = torch.bincount(flat_inst, minlength=M + 1)[1:].clamp_min(1)
+    n_thing = torch.bincount(flat_inst, weights=pix_thing.double(), minlength=M + 1)[1:]
+    return cls, n_thing >= thing_fraction * area, area
+
+
+def instance_class_scores(
+    inst_map: torch.Tensor, inst_scores: torch.Tensor, pix_logit: torch.Tensor, lse: torch.Tensor, area: torch.Tensor
+) -> torch.Tensor:
+    """``inst_scores [M] * mean softmax probability of the instance's class`` over its pixels;
+    ``pix_logit [h, w]`` is the logit of the class of each pixel's instance (any value elsewhere)."""
+    flat_inst = inst_map.reshape(-1)
+    M = area.numel()
+    pix_prob = torch.exp(pix_logit.reshape(-1) - lse.reshape(-1))
+    psum = torch.bincount(flat_inst, weights=pix_prob.double(), minlength=M + 1)[1:]
+    return inst_scores.to(area.device).float() * (psum / area).float()
+
+
+def assemble_panoptic(
+    inst_map: torch.Tensor,
+    cls: torch.Tensor,
+    keep: torch.Tensor,
+    inst_score: torch.Tensor,
+    maps: SemanticMaps,
+    is_thing_cls: torch.Tensor,
+    min_stuff_area: float,
+) -> Tuple[torch.Tensor, List[Dict]]:
+    """Kept instances + stuff of the full semantic argmax -> ``(panoptic_seg [h, w] int32,
+    segments_info)`` (module doc); ``cls``, ``keep``, ``inst_score`` are ``[M]``."""
+    full_max, full_arg, lse = maps
+    N = is_thing_cls.numel()
+    h, w = full_arg.shape
+    dev = full_arg.device
+    M = keep.numel()
+    pix_thing = is_thing_cls[full_arg]
     num_th = int(keep.sum())
     inst_lut = torch.zeros(M + 1, dtype=torch.long, device=dev)
     inst_lut[1:][keep] = torch.arange(1, num_th + 1, device=dev)
@@ -152,3 +185,46 @@ def merge_instances_and_semantics(
         sid = num_th + 1 + j
         segments.append({"id": sid, "category_id": c, "isthing": False, "score": s, "area": int(seg_area[sid])})
     return pan, segments
+
+
+def merge_instances_and_semantics(
+    inst_map: torch.Tensor,
+    inst_scores: torch.Tensor,
+    sem_logits: torch.Tensor,
+    thing_ids: Sequence[int],
+    thing_fraction: float = 0.5,
+    min_stuff_area: float = 1e-3,
+) -> Tuple[torch.Tensor, List[Dict]]:
+    """Class-agnostic instances + semantic logits -> detectron2 panoptic output (module doc).
+
+    ``inst_map [h, w]`` (0 = none, ``1..M``), ``inst_scores [M]``, ``sem_logits [N, h, w]``;
+    ``min_stuff_area`` is a fraction of ``h * w``.
+    """
+    if not torch.is_tensor(sem_logits) or sem_logits.dim() != 3 or not sem_logits.is_floating_point():
+        got = getattr(sem_logits, "shape", type(sem_logits))
+        raise ValueError(f"sem_logits must be a floating [N, h, w] tensor, got {got}")
+    N, h, w = sem_logits.shape
+    if tuple(inst_map.shape) != (h, w):
+        raise ValueError(f"inst_map {tuple(inst_map.shape)} and sem_logits {(h, w)} differ in size")
+    dev = sem_logits.device
+    inst_map = inst_map.to(dev)
+    M = int(inst_scores.numel())
+    is_thing_cls = thing_class_mask(thing_ids, N, dev)
+    sem = sem_logits.float()
+    maps = semantic_maps(sem)
+    keep = torch.zeros(M, dtype=torch.bool, device=dev)
+    cls = torch.zeros(M, dtype=torch.long, device=dev)
+    inst_score = torch.zeros(M, device=dev)
+    if M and bool(is_thing_cls.any()):
+        # thing-restricted argmax of the instance pixels. Where the full argmax is a thing class
+        # it is also the first maximum among the things, so only instance pixels whose full
+        # argmax is stuff need the restricted search.
+        flat_inst = inst_map.reshape(-1)
+        thing_arg = maps.arg.reshape(-1).clone()
+        redo = torch.nonzero((flat_inst > 0) & ~is_thing_cls[thing_arg]).squeeze(1)
+        if redo.numel():
+            thing_arg[redo] = thing_argmax(sem.reshape(N, -1)[:, redo], torch.nonzero(is_thing_cls).squeeze(1))
+        cls, keep, area = vote_instance_classes(inst_map, M, maps.arg, thing_arg, is_thing_cls, thing_fraction)
+        pix_logit = sem.reshape(N, -1).gather(0, cls[(flat_inst - 1).clamp_min(0)][None])[0]
+        inst_score = instance_class_scores(inst_map, inst_scores, pix_logit, maps.lse, area)
+    return assemble_panoptic(inst_map, cls, keep, inst_score, maps, is_thing_cls, min_stuff_area)
