@@ -94,6 +94,8 @@ def batch_outputs(seed: int, enc, kind: str, out_hw=(48, 64)):
 
 
 def assert_same_results(new, old):
+    """Same panoptic maps, segments (scores exactly), depth; ``sem_seg``: the old probabilities
+    exactly (``semantic="probs"``) or their argmax (the default ``[H, W]`` class map)."""
     assert len(new) == len(old)
     for n, o in zip(new, old):
         assert set(n) == set(o)
@@ -101,7 +103,10 @@ def assert_same_results(new, old):
         seg_o, info_o = o["panoptic_seg"]
         assert seg_n.dtype == seg_o.dtype == torch.int32 and torch.equal(seg_n, seg_o)
         assert info_n == info_o  # ids, classes, areas and float scores, exactly
-        assert torch.equal(n["sem_seg"], o["sem_seg"])
+        if n["sem_seg"].dim() == 2:
+            assert n["sem_seg"].dtype == torch.long and torch.equal(n["sem_seg"], o["sem_seg"].argmax(0))
+        else:
+            assert torch.equal(n["sem_seg"], o["sem_seg"])
         assert torch.equal(n["depth"], o["depth"])
 
 
@@ -120,11 +125,36 @@ def test_batch_results_identical_to_pre_refactor_module(old_postprocess, decoder
     for seed, kind in ((0, "clean"), (1, "noisy"), (2, "noisy"), (3, "random")):
         outputs = batch_outputs(seed, enc, kind, (48, 64) if kind != "random" else (16, 20))
         sizes = image_sizes if kind != "random" else [(28, 35), (21, 30)]
-        new = batch_results(outputs, sizes, original_sizes, enc, THINGS, cfg, decode_at=decode_at)
+        new = batch_results(outputs, sizes, original_sizes, enc, THINGS, cfg, decode_at=decode_at,
+                            semantic="probs" if seed % 2 else "labels")
         old = old_postprocess.batch_results(outputs, sizes, original_sizes, enc, THINGS, old_cfg, decode_at=decode_at)
         assert_same_results(new, old)
         n_things += sum(s["isthing"] for r in new for s in r["panoptic_seg"][1])
     assert n_things >= 10  # the comparison saw real instances
+
+
+@pytest.mark.parametrize("decoder, void_source", [("nn", "instance"), ("painter", "semantic"), ("vote", "semantic")])
+def test_decode_at_image_in_column_bands_matches_pre_refactor_module(old_postprocess, decoder, void_source):
+    """A budget small enough for several column bands: same segmentation, classes and areas;
+    scores equal up to float rounding (see pe_panoptic/postprocess/fullsize.py)."""
+    enc = build_encoding("pe", num_harmonics=4)
+    cfg = PostProcessConfig(decoder=decoder, void_source=void_source, grid=(24, 32), min_instance_area=2e-3)
+    old_cfg = old_postprocess.PostProcessConfig(**vars(cfg))
+    args = ([(84, 112), (70, 91)], [(300, 401), (257, 330)], enc, THINGS)
+    n_things = 0
+    for seed in (1, 2):
+        outputs = batch_outputs(seed, enc, "noisy")
+        new = batch_results(outputs, *args, cfg, decode_at="image", chunk_bytes=1 << 20)
+        old = old_postprocess.batch_results(outputs, *args, old_cfg, decode_at="image")
+        for n, o in zip(new, old):
+            assert torch.equal(n["panoptic_seg"][0], o["panoptic_seg"][0])
+            assert torch.equal(n["sem_seg"], o["sem_seg"].argmax(0)) and torch.equal(n["depth"], o["depth"])
+            info_n, info_o = n["panoptic_seg"][1], o["panoptic_seg"][1]
+            assert [{k: v for k, v in d.items() if k != "score"} for d in info_n] == \
+                [{k: v for k, v in d.items() if k != "score"} for d in info_o]
+            assert [d["score"] for d in info_n] == pytest.approx([d["score"] for d in info_o], rel=1e-5, abs=1e-6)
+            n_things += sum(d["isthing"] for d in info_n)
+    assert n_things >= 5
 
 
 @pytest.mark.parametrize("name", ["rgb", "bins"])

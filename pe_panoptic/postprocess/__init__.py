@@ -21,13 +21,17 @@ keeps its post-processing apart from the rest:
   :func:`matrix_nms`;
 * :mod:`.merge` -- the semantic / instance merge and scores (:func:`merge_instances_and_semantics`);
 * :mod:`.results` -- one image end to end (:func:`panoptic_from_outputs`), pasting at another
-  size (:func:`resize_panoptic`) and the batch entry point (:func:`batch_results`).
+  size (:func:`resize_panoptic`) and the batch entry point (:func:`batch_results`);
+* :mod:`.upsample` and :mod:`.fullsize` -- the steps at the original image size in bounded
+  memory: the semantic class map a few classes at a time, ``decode_at="image"`` in column bands
+  (:func:`panoptic_at_size`).
 """
 from .config import DECODERS, VOID_SOURCES, PostProcessConfig
 from .grid import decode_cells, decode_scale, naive_decode
 from .instances import grid_nms, instance_map_from_outputs, matrix_nms
 from .merge import merge_instances_and_semantics, thing_pixel_mask
-from .results import batch_results, panoptic_from_outputs, resize_panoptic
+from .fullsize import panoptic_at_size
+from .results import SEMANTIC_OUTPUTS, batch_results, panoptic_from_outputs, resize_panoptic
 
 __all__ = [
     "DECODERS",
@@ -44,4 +48,6 @@ __all__ = [
     "naive_decode",
     "resize_panoptic",
     "batch_results",
+    "SEMANTIC_OUTPUTS",
+    "panoptic_at_size",
 ]

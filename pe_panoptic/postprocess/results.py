@@ -17,9 +17,11 @@ from ..encoding import CentroidEncoding
 from .config import PostProcessConfig, resolve_cfg
 from .grid import check_inst
 from .instances import instance_map_from_outputs
+from .fullsize import panoptic_at_size
 from .merge import merge_instances_and_semantics, thing_pixel_mask
+from .upsample import DEFAULT_CHUNK_BYTES, bilinear, upsampled_argmax
 
-__all__ = ["panoptic_from_outputs", "resize_panoptic", "batch_results"]
+__all__ = ["SEMANTIC_OUTPUTS", "panoptic_from_outputs", "resize_panoptic", "batch_results"]
 
 
 def panoptic_from_outputs(
@@ -72,10 +74,13 @@ def resize_panoptic(
     out = out.to(torch.int32)
     ids = torch.tensor([s["id"] for s in segments_info], dtype=torch.long, device=out.device)
     n = int(ids.max()) + 1 if ids.numel() else 1
-    area = torch.bincount(out.reshape(-1).long(), minlength=n)
+    area = torch.bincount(out.reshape(-1), minlength=n)
     areas = area[ids].tolist() if ids.numel() else []
     infos = [dict(s, area=a) for s, a in zip(segments_info, areas) if a > 0]
     return out, infos
+
+
+SEMANTIC_OUTPUTS = ("labels", "probs")
 
 
 def batch_results(
@@ -87,6 +92,8 @@ def batch_results(
     cfg: Optional[PostProcessConfig] = None,
     decode_at: str = "output",
     input_hw: Optional[Tuple[int, int]] = None,
+    semantic: str = "labels",
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
 ) -> List[Dict]:
     """Raw network outputs of a batch -> detectron2 results, used by ``PixelCentroidHead.inference``
     and for exported networks (``pe_panoptic.export.postprocess``).
@@ -101,14 +108,24 @@ def batch_results(
         encoding, thing_ids, cfg: as :func:`pe_panoptic.postprocess.panoptic_from_outputs`.
         decode_at: ``"output"`` decodes at the output resolution and pastes the panoptic map
             at the original size (:func:`pe_panoptic.postprocess.resize_panoptic`); ``"image"``
-            upsamples logits and code first.
+            decodes the logits and code bilinearly upsampled to the original size, computed in
+            column bands (:func:`pe_panoptic.postprocess.fullsize.panoptic_at_size`).
         input_hw: padded network input size ``(H, W)``; default ``(h, w) * 14 / 8``.
+        semantic: what ``"sem_seg"`` holds. ``"labels"``: the ``[H, W]`` long class map, the
+            argmax of the bilinearly upsampled logits, computed a few classes at a time (memory
+            ``O(H W)``); ``"probs"``: detectron2's ``[N, H, W]`` softmax probabilities (``4 N H W``
+            bytes: 6.4 GB for 133 classes at 12 MP, so only for small images).
+        chunk_bytes: budget of the largest temporary of the full-size steps
+            (:mod:`pe_panoptic.postprocess.upsample`).
 
-    Returns per image ``{"sem_seg": [N, H, W] probabilities, "panoptic_seg": (seg [H, W] int32,
-    segments_info), "depth": [H, W]}`` (depth only if present in ``outputs``).
+    Returns per image ``{"sem_seg": [H, W] labels or [N, H, W] probabilities, "panoptic_seg":
+    (seg [H, W] int32, segments_info), "depth": [H, W]}`` (depth only if present in ``outputs``).
+    Apart from ``semantic="probs"``, nothing of size ``N H W`` or ``C H W`` is allocated.
     """
     if decode_at not in ("output", "image"):
         raise ValueError(f"decode_at must be 'output' or 'image', got {decode_at!r}")
+    if semantic not in SEMANTIC_OUTPUTS:
+        raise ValueError(f"semantic must be one of {SEMANTIC_OUTPUTS}, got {semantic!r}")
     for k in ("sem_logits", "inst"):
         if k not in outputs or outputs[k].dim() != 4:
             raise ValueError(f"outputs[{k!r}] must be a [B, C, h, w] tensor")
@@ -124,22 +141,22 @@ def batch_results(
     results = []
     for i in range(B):
         ih, iw = image_sizes[i]
-        height, width = (int(v) for v in original_sizes[i])
+        size = tuple(int(v) for v in original_sizes[i])
         ch = max(1, int(round(ih * sy)))
         cw = max(1, int(round(iw * sx)))
         sem = sem_all[i, :, :ch, :cw].float()
         inst = inst_all[i, :, :ch, :cw].float()
-        sem_full = F.interpolate(sem[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-        res = {"sem_seg": sem_full.softmax(0)}
+        labels = None
         if decode_at == "image":
-            inst_full = F.interpolate(inst[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-            seg, info = panoptic_from_outputs(sem_full, inst_full, encoding, thing_ids, cfg)
+            panoptic, labels = panoptic_at_size(sem, inst, size, encoding, thing_ids, cfg, chunk_bytes)
         else:
-            seg, info = panoptic_from_outputs(sem, inst, encoding, thing_ids, cfg)
-            seg, info = resize_panoptic(seg, info, (height, width))
-        res["panoptic_seg"] = (seg, info)
+            panoptic = resize_panoptic(*panoptic_from_outputs(sem, inst, encoding, thing_ids, cfg), size)
+        if semantic == "probs":
+            sem_seg = bilinear(sem, size).softmax(0)
+        else:
+            sem_seg = labels if labels is not None else upsampled_argmax(sem, size, chunk_bytes)
+        res = {"sem_seg": sem_seg, "panoptic_seg": panoptic}
         if outputs.get("depth") is not None:
-            d = outputs["depth"][i, :, :ch, :cw].float()
-            res["depth"] = F.interpolate(d[None], size=(height, width), mode="bilinear", align_corners=False)[0, 0]
+            res["depth"] = bilinear(outputs["depth"][i, :, :ch, :cw].float(), size)[0]
         results.append(res)
     return results
