@@ -18,7 +18,7 @@ Budgets are bytes of the largest temporary (``chunk_bytes``); bands are multiple
 """
 from __future__ import annotations
 
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, List, Tuple
 
 import torch
 import torch.nn.functional as F
