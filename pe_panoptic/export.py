@@ -267,6 +267,7 @@ def export_metadata(model: nn.Module, *, height: int, width: int, dynamic: bool,
         "thing_ids": [int(t) for t in model.thing_ids],
         "postprocess": dataclasses.asdict(model.postprocess_cfg),
         "decode_at": model.decode_at,
+        "semantic_output": model.semantic_output,
         "dataset": metadata_name,
     }
 
@@ -356,4 +357,5 @@ class OnnxPanopticPredictor:
         arrays = self.session.run(None, {inp["name"]: x.numpy()})
         outputs = {n: torch.from_numpy(a) for n, a in zip(self.meta["outputs"], arrays)}
         return postprocess(outputs, sizes, [(height, width)], self.encoding, self.meta["thing_ids"], self.cfg,
-                           self.meta["decode_at"], input_hw=tuple(x.shape[-2:]))[0]
+                           self.meta["decode_at"], input_hw=tuple(x.shape[-2:]),
+                           semantic=self.meta.get("semantic_output", "labels"))[0]

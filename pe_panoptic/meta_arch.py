@@ -22,7 +22,7 @@ from detectron2.structures import ImageList
 from .decoder import PixelHeads
 from .encoding import CentroidEncoding, build_encoding
 from .losses import PixelCentroidCriterion
-from .postprocess import PostProcessConfig, batch_results
+from .postprocess import SEMANTIC_OUTPUTS, PostProcessConfig, batch_results
 
 __all__ = ["PixelCentroidHead", "TASKS"]
 
@@ -84,7 +84,12 @@ class PixelCentroidHead(nn.Module):
             learning experiments.
         decode_at: ``"output"`` decodes panoptic at the network output resolution and pastes
             the result (nearest) at the image size (paper); ``"image"`` bilinearly upsamples
-            logits and embeddings to the image size first (sharper boundaries, slower).
+            logits and embeddings to the image size first (sharper boundaries, slower), in
+            column bands of bounded memory.
+        semantic_output: ``"labels"``: ``sem_seg`` is the ``[H, W]`` class map at the original
+            size (memory ``O(H W)`` at any class count; what the evaluators need);
+            ``"probs"``: detectron2's ``[N, H, W]`` probabilities (``4 N H W`` bytes: 6.4 GB for
+            133 classes at 12 MP). See :func:`pe_panoptic.postprocess.batch_results`.
     """
 
     def __init__(
@@ -109,6 +114,7 @@ class PixelCentroidHead(nn.Module):
         head_kernel_size: int = 3,
         inst_position: str = "none",
         decode_at: str = "output",
+        semantic_output: str = "labels",
         ignore_label: int = 255,
     ):
         super().__init__()
@@ -137,6 +143,8 @@ class PixelCentroidHead(nn.Module):
                 raise ValueError(f"task_probs {task_probs} must be non-negative, over tasks {tuple(tasks)}")
         if decode_at not in ("output", "image"):
             raise ValueError(f"decode_at must be 'output' or 'image', got {decode_at!r}")
+        if semantic_output not in SEMANTIC_OUTPUTS:
+            raise ValueError(f"semantic_output must be one of {SEMANTIC_OUTPUTS}, got {semantic_output!r}")
 
         self.backbone = backbone
         self.decoder = decoder
@@ -156,6 +164,7 @@ class PixelCentroidHead(nn.Module):
         self.task_probs = dict(task_probs) if task_probs is not None else None
         self.depth = depth
         self.decode_at = decode_at
+        self.semantic_output = semantic_output
         self.input_format = input_format
         self.ignore_label = ignore_label
         self.size_divisibility = int(getattr(backbone, "size_divisibility", 14) or 14)
@@ -283,4 +292,5 @@ class PixelCentroidHead(nn.Module):
         if not self.depth:
             outputs = {k: v for k, v in outputs.items() if k != "depth"}
         return batch_results(outputs, sizes, originals, self.encoding, self.thing_ids, self.postprocess_cfg,
-                             decode_at=self.decode_at, input_hw=tuple(images.tensor.shape[-2:]))
+                             decode_at=self.decode_at, input_hw=tuple(images.tensor.shape[-2:]),
+                             semantic=self.semantic_output)

@@ -1,4 +1,4 @@
-"""Losses (paper Eq. 1, 4, 6-14) against hand computations and brute-force loops."""
+"""Losses (paper Eq. 1, 4, 6-14; pe_panoptic/losses/) against hand computations and brute-force loops."""
 import math
 
 import pytest

@@ -425,3 +425,39 @@ def test_skip_invalid_counts_and_logs(tmp_path, caplog):
     assert mapper.num_skipped == 2
     assert mapper.skipped_files == [bad["file_name"], missing["file_name"]]
     assert "bad.png" in caplog.text and "not in segments_info" in caplog.text and "missing.png" in caplog.text
+
+
+def test_source_index_map_resizes_flips_and_crops_like_the_3_byte_map():
+    """The 4-byte (RGBA) source-index map selects the same source pixels under detectron2's
+    transforms as the former 3-byte (RGB) one, so targets of images < 2^24 pixels are unchanged."""
+    from pe_panoptic.data.mapper import decode_source_index, source_index_image
+
+    for h, w, nh, nw in ((37, 53, 90, 131), (480, 640, 112, 150), (101, 77, 33, 25)):
+        new = source_index_image(h, w)
+        assert new.shape == (h, w, 4) and new.dtype == np.uint8
+        old = np.ascontiguousarray(new[..., :3])  # the 3 low bytes: the former encoding
+        np.testing.assert_array_equal(decode_source_index(new), np.arange(h * w).reshape(h, w))
+        tfm = T.TransformList([T.ResizeTransform(h, w, nh, nw), T.HFlipTransform(nw), T.CropTransform(3, 2, nw - 5, nh - 4)])
+        got_new = decode_source_index(tfm.apply_segmentation(new))
+        got_old = rgb2id(tfm.apply_segmentation(old)).astype(np.int64) - 1
+        np.testing.assert_array_equal(got_new, got_old)
+    with pytest.raises(ValueError, match="source-index map"):
+        decode_source_index(new[..., :3])
+
+
+def test_image_over_2_24_pixels_maps(tmp_path):
+    """4100 x 4096 = 16.8 MP: beyond the former 3-byte source index (2^24 - 2 pixels)."""
+    h, w = 4096, 4100
+    assert h * w + 1 > 1 << 24
+    pan = np.zeros((h, w), np.int64)
+    pan[: h // 2] = 3
+    pan[100:1500, 200:2000] = 100
+    pan[2500:4000, 3000:4090] = 257  # bottom right: indices beyond 2^24
+    d = _write_sample(tmp_path, pan, image=np.zeros((h, w, 3), np.uint8), name="big")
+    out = _mapper(augmentations=[T.ResizeShortestEdge(short_edge_length=112, max_size=112)])(d)
+    assert out["image"].shape == (3, 112, 112) and (out["height"], out["width"]) == (h, w)
+    t = out["targets"]
+    assert int(t["inst_ids"].max()) == 2
+    # the bottom-right instance lands bottom right of the output map (64 x 64 for 112 px)
+    ys, xs = np.nonzero((t["inst_ids"] == t["inst_ids"][-5, -3]).numpy())
+    assert int(t["inst_ids"][-5, -3]) > 0 and ys.min() > 32 and xs.min() > 40

@@ -1,4 +1,4 @@
-"""Post-processing (pe_panoptic/postprocess.py) on hand-made per-pixel outputs."""
+"""Post-processing (pe_panoptic/postprocess/) on hand-made per-pixel outputs."""
 import math
 
 import pytest

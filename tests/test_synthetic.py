@@ -1,4 +1,4 @@
-"""Tests of the built-in synthetic panoptic dataset (pe_panoptic/data/synthetic.py)."""
+"""Tests of the built-in synthetic panoptic dataset (pe_panoptic/data/synthetic/)."""
 import importlib.util
 import itertools
 import json

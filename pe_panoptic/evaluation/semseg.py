@@ -17,7 +17,20 @@ from PIL import Image
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import SemSegEvaluator
 
-__all__ = ["PanopticSemSegEvaluator", "semantic_from_panoptic"]
+__all__ = ["PanopticSemSegEvaluator", "semantic_from_panoptic", "semantic_labels"]
+
+
+def semantic_labels(sem_seg: torch.Tensor) -> torch.Tensor:
+    """``[H, W]`` class map of a result's ``sem_seg``: ``PixelCentroidHead`` returns the class map
+    itself (``[H, W]`` integers, :func:`pe_panoptic.postprocess.batch_results` with
+    ``semantic="labels"``: no ``[N, H, W]`` tensor at the original size); detectron2's convention,
+    ``[N, H, W]`` scores, is reduced by ``argmax``."""
+    if sem_seg.dim() == 2 and not sem_seg.is_floating_point():
+        return sem_seg
+    if sem_seg.dim() == 3:
+        return sem_seg.argmax(dim=0)
+    raise ValueError(f"sem_seg must be an [H, W] integer class map or [N, H, W] scores, got "
+                     f"{sem_seg.dtype} {tuple(sem_seg.shape)}")
 
 
 def semantic_from_panoptic(pan_png_path: str, segments_info, ignore_label: int = 255) -> np.ndarray:
@@ -53,7 +66,7 @@ class PanopticSemSegEvaluator(SemSegEvaluator):
 
     def process(self, inputs, outputs):
         for inp, out in zip(inputs, outputs):
-            pred = out["sem_seg"].argmax(dim=0).to(self._cpu_device).numpy().astype(np.int64)
+            pred = semantic_labels(out["sem_seg"]).to(self._cpu_device).numpy().astype(np.int64)
             rec = self._records.get(inp["file_name"])
             if rec is None:
                 raise KeyError(f"{inp['file_name']} is not in dataset {self._dataset_name}")

@@ -25,4 +25,5 @@ model = L(PixelCentroidHead)(
     depth=False,
     max_depth=10.0,
     decode_at="output",
+    semantic_output="labels",  # sem_seg as the [H, W] class map ("probs": [N, H, W], small images only)
 )

@@ -1,0 +1,224 @@
+"""Writing the synthetic dataset to disk in COCO panoptic format (images, panoptic and semantic
+PNGs, panoptic and instances JSON, a manifest for idempotence)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+from PIL import Image
+
+from .catalog import (
+    GENERATOR_VERSION,
+    SPLIT_CODE,
+    SPLITS,
+    SYNTHETIC_CATEGORIES,
+    THING_CATEGORIES,
+    THING_DATASET_IDS,
+    VARIANTS,
+    default_synthetic_root,
+    synthetic_split_paths,
+)
+from .scene import SceneConfig, render_scene
+
+__all__ = ["generate_synthetic_panoptic", "ensure_synthetic_panoptic"]
+
+
+def _image_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """Independent stream per (seed, split, image): image i does not depend on the split size."""
+    return np.random.default_rng(np.random.SeedSequence([seed, SPLIT_CODE[split], index]))
+
+
+def _encode_rle(mask: np.ndarray) -> dict:
+    from pycocotools import mask as mask_util
+
+    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
+def _adjacent_same_class_pairs(panoptic: np.ndarray, thing_cat: Dict[int, int]) -> int:
+    """Number of 4-adjacent pairs of distinct non-crowd thing segments with the same class."""
+    a = np.concatenate([panoptic[:, :-1].ravel(), panoptic[:-1, :].ravel()])
+    b = np.concatenate([panoptic[:, 1:].ravel(), panoptic[1:, :].ravel()])
+    sel = (a != b) & (a > 0) & (b > 0)
+    pairs = np.unique(np.sort(np.stack([a[sel], b[sel]], 1), axis=1), axis=0)
+    return int(sum(1 for x, y in pairs if x in thing_cat and thing_cat.get(x) == thing_cat.get(y)))
+
+
+def _write_split(root: str, split: str, num: int, seed: int, image_size, cfg: SceneConfig,
+                 progress: bool) -> dict:
+    from panopticapi.utils import id2rgb
+
+    paths = synthetic_split_paths(root, split)
+    for key in ("image_root", "panoptic_root", "sem_seg_root"):
+        os.makedirs(paths[key], exist_ok=True)
+    os.makedirs(os.path.dirname(paths["panoptic_json"]), exist_ok=True)
+    h, w = image_size
+    images, pan_anns, inst_anns = [], [], []
+    stats = {"images": num, "things": 0, "crowd": 0, "stuff": 0, "small_things": 0,
+             "large_things": 0, "touching_same_class_pairs": 0, "void_fraction": 0.0}
+    indices = range(num)
+    if progress:
+        from tqdm import tqdm
+
+        indices = tqdm(indices, desc=f"synthetic {split}", unit="img")
+    for i in indices:
+        image_id = i + 1
+        stem = f"{image_id:012d}"
+        s = render_scene(_image_rng(seed, split, i), (h, w), cfg)
+        Image.fromarray(s.image).save(os.path.join(paths["image_root"], stem + ".jpg"), quality=95)
+        Image.fromarray(id2rgb(s.panoptic)).save(
+            os.path.join(paths["panoptic_root"], stem + ".png"))
+        Image.fromarray(s.semantic).save(os.path.join(paths["sem_seg_root"], stem + ".png"))
+        images.append({"id": image_id, "file_name": stem + ".jpg", "height": h, "width": w})
+        pan_anns.append({"image_id": image_id, "file_name": stem + ".png",
+                         "segments_info": s.segments_info})
+        thing_cat = {}
+        for seg in s.segments_info:
+            if seg["category_id"] in THING_DATASET_IDS:
+                inst_anns.append({"id": len(inst_anns) + 1, "image_id": image_id,
+                                  "category_id": seg["category_id"],
+                                  "segmentation": _encode_rle(s.panoptic == seg["id"]),
+                                  "area": seg["area"], "bbox": seg["bbox"],
+                                  "iscrowd": seg["iscrowd"]})
+                if seg["iscrowd"]:
+                    stats["crowd"] += 1
+                else:
+                    thing_cat[seg["id"]] = seg["category_id"]
+                    side = max(seg["bbox"][2], seg["bbox"][3])
+                    stats["things"] += 1
+                    stats["small_things"] += int(side <= 12)
+                    stats["large_things"] += int(side >= 48)
+            else:
+                stats["stuff"] += 1
+        stats["touching_same_class_pairs"] += _adjacent_same_class_pairs(s.panoptic, thing_cat)
+        stats["void_fraction"] += float((s.panoptic == 0).mean()) / num
+    info = {"description": "pe_panoptic synthetic panoptic dataset",
+            "version": str(GENERATOR_VERSION), "seed": seed, "split": split}
+    categories = [dict(c) for c in SYNTHETIC_CATEGORIES]
+    with open(paths["panoptic_json"], "w") as f:
+        json.dump({"info": info, "images": images, "annotations": pan_anns,
+                   "categories": categories}, f)
+    with open(paths["instances_json"], "w") as f:
+        json.dump({"info": info, "images": images, "annotations": inst_anns,
+                   "categories": [{k: c[k] for k in ("id", "name", "supercategory")}
+                                  for c in THING_CATEGORIES]}, f)
+    return stats
+
+
+def _manifest_params(seed, num_train, num_val, image_size, cfg: SceneConfig) -> dict:
+    params = {"generator_version": GENERATOR_VERSION, "seed": seed, "num_train": num_train,
+              "num_val": num_val, "image_size": list(image_size), "scene": dataclasses.asdict(cfg)}
+    return json.loads(json.dumps(params))  # tuples -> lists, as read back from disk
+
+
+def _existing_manifest(root: str, params: dict, counts: Dict[str, int]) -> Optional[dict]:
+    """The manifest if it matches ``params`` and every file it promises is present."""
+    path = os.path.join(root, "manifest.json")
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if manifest.get("params") != params:
+        return None
+    for split, num in counts.items():
+        p = synthetic_split_paths(root, split)
+        if not (os.path.isfile(p["panoptic_json"]) and os.path.isfile(p["instances_json"])):
+            return None
+        for key in ("image_root", "panoptic_root", "sem_seg_root"):
+            if not os.path.isdir(p[key]) or len(os.listdir(p[key])) != num:
+                return None
+    return manifest
+
+
+def _remove_outputs(root: str) -> None:
+    """Delete only what this generator writes (never anything else under ``root``)."""
+    manifest = os.path.join(root, "manifest.json")
+    if os.path.isfile(manifest):
+        os.remove(manifest)
+    for split in SPLITS:
+        p = synthetic_split_paths(root, split)
+        for key in ("image_root", "panoptic_root", "sem_seg_root"):
+            if os.path.isdir(p[key]):
+                shutil.rmtree(p[key])
+        for key in ("panoptic_json", "instances_json"):
+            if os.path.isfile(p[key]):
+                os.remove(p[key])
+
+
+def _check_image_size(image_size) -> Tuple[int, int]:
+    try:
+        h, w = (int(v) for v in image_size)
+        ok = (h, w) == tuple(image_size)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or h < 32 or w < 32:
+        raise ValueError(f"generate_synthetic_panoptic: image_size must be two integers (H, W) "
+                         f">= 32, got {image_size!r}")
+    return h, w
+
+
+def generate_synthetic_panoptic(root: Optional[str] = None, *, seed: int = 0, num_train: int = 600,
+                                num_val: int = 60, image_size: Tuple[int, int] = (168, 168),
+                                scene: Optional[SceneConfig] = None, force: bool = False,
+                                progress: bool = False) -> dict:
+    """Write the synthetic dataset (both splits) in COCO panoptic format under ``root``.
+
+    Deterministic: image ``i`` of a split depends only on ``(seed, split, i)``, ``image_size``
+    and ``scene``; the files are byte-identical across runs. Idempotent: if ``root/manifest.json``
+    records the same parameters and all files are present, nothing is written; otherwise earlier
+    outputs of this generator under ``root`` are removed and everything is regenerated (the
+    manifest is written last, so an interrupted run is redone). 168 = 12 * 14 fits DINOv2's
+    patch size.
+
+    Returns the manifest: ``{"params": ..., "stats": {split: {...}}, "generated": bool,
+    "root": root}``.
+    """
+    root = default_synthetic_root() if root is None else os.fspath(root)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(
+            f"generate_synthetic_panoptic: seed must be a non-negative int, got {seed!r}")
+    for arg, val in (("num_train", num_train), ("num_val", num_val)):
+        if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 1:
+            raise ValueError(f"generate_synthetic_panoptic: {arg} must be an int >= 1, got {val!r}")
+    image_size = _check_image_size(image_size)
+    scene = scene or SceneConfig()
+    if not isinstance(scene, SceneConfig):
+        raise TypeError(
+            f"generate_synthetic_panoptic: scene must be a SceneConfig, got {type(scene)}")
+    params = _manifest_params(int(seed), int(num_train), int(num_val), image_size, scene)
+    counts = {"train": int(num_train), "val": int(num_val)}
+    if not force:
+        manifest = _existing_manifest(root, params, counts)
+        if manifest is not None:
+            return {**manifest, "generated": False, "root": root}
+
+    _remove_outputs(root)
+    os.makedirs(root, exist_ok=True)
+    stats = {split: _write_split(root, split, n, int(seed), image_size, scene, progress)
+             for split, n in counts.items()}
+    manifest = {"params": params, "stats": stats}
+    with open(os.path.join(root, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=1)
+    return {**manifest, "generated": True, "root": root}
+
+
+def ensure_synthetic_panoptic(datasets_root: Optional[str] = None, variant: str = "default", **kwargs) -> dict:
+    """Make sure the dataset exists where the default registrations look:
+    ``<datasets_root>/synthetic_panoptic`` (``variant="small"``:
+    ``<datasets_root>/synthetic_panoptic_small``, see :data:`SMALL_VARIANT`), ``datasets_root``
+    defaulting to ``$DETECTRON2_DATASETS`` (then ``datasets/``). A no-op when up to date;
+    ``kwargs`` go to :func:`generate_synthetic_panoptic` (over the variant's parameters)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"ensure_synthetic_panoptic: variant must be one of {sorted(VARIANTS)}, got {variant!r}")
+    folder, params = VARIANTS[variant]
+    base = datasets_root
+    if base is None:
+        base = os.getenv("DETECTRON2_DATASETS", "datasets")
+    root = os.path.join(os.path.expanduser(os.fspath(base)), folder)
+    return generate_synthetic_panoptic(root, **{**params, **kwargs})

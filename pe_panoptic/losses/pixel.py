@@ -1,0 +1,69 @@
+"""Pixel losses: the EDS-weighted average of paper Eq. (1), the semantic cross-entropy and the
+PE instance loss of Eq. (4)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .checks import check_ndim, check_same_shape, check_spatial, pe_channels
+
+__all__ = ["weighted_mean", "semantic_ce_map", "instance_pe_loss_map"]
+
+
+def weighted_mean(loss_map: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Weighted pixel average of paper Eq. (1): ``sum(w * L) / sum(w)``.
+
+    ``loss_map`` and ``weight`` have the same shape (typically ``[B, H, W]``); weights are
+    non-negative (EDS weights in [0, 1]). Pixels of zero weight are excluded with a ``where`` (not
+    multiplied by 0), so a NaN/inf loss there cannot leak into the result or the gradient. When
+    ``sum(w) == 0`` the result is a float32 zero that is still attached to ``loss_map``'s graph.
+    """
+    fn = "weighted_mean"
+    check_same_shape(fn, "loss_map", loss_map, "weight", weight)
+    loss_map = loss_map.float()
+    weight = weight.float()
+    num = torch.where(weight > 0, loss_map * weight, torch.zeros_like(loss_map)).sum()
+    den = weight.sum()
+    return num / torch.where(den > 0, den, torch.ones_like(den))
+
+
+def semantic_ce_map(logits: torch.Tensor, labels: torch.Tensor, ignore_label: int = 255) -> torch.Tensor:
+    """Per-pixel cross-entropy ``[B, H, W]`` of the semantic head (the ``L^sem`` of Eq. 1);
+    0 at pixels labeled ``ignore_label``.
+
+    ``logits [B, C, H, W]`` (any float dtype; computed in float32), ``labels [B, H, W]`` integer
+    in ``[0, C)`` or ``ignore_label``.
+    """
+    fn = "semantic_ce_map"
+    check_ndim(fn, "logits", logits, 4, "[B, C, H, W]")
+    check_ndim(fn, "labels", labels, 3, "[B, H, W]")
+    check_spatial(fn, "logits", logits, "labels", labels)
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise TypeError(f"{fn}: labels must be an integer tensor, got {labels.dtype}")
+    labels = labels.long()
+    num_classes = logits.shape[1]
+    bad = (labels != ignore_label) & ((labels < 0) | (labels >= num_classes))
+    if bool(bad.any()):
+        found = torch.unique(labels[bad])[:8].tolist()
+        raise ValueError(
+            f"{fn}: labels must be in [0, {num_classes}) or ignore_label={ignore_label}, found {found}"
+        )
+    return F.cross_entropy(logits.float(), labels, ignore_index=ignore_label, reduction="none")
+
+
+def instance_pe_loss_map(pred: torch.Tensor, target: torch.Tensor, L: int) -> torch.Tensor:
+    """Per-pixel PE loss of paper Eq. (4): ``(||(y - y_hat)_[u]||_2 + ||(y - y_hat)_[v]||_2) / 2``.
+
+    ``pred`` and ``target`` are ``[B, 4L, H, W]``; the u block is channels ``[0, 2L)`` and the v
+    block ``[2L, 4L)`` (the layout of :class:`~pe_panoptic.encoding.PositionalEncoding`; void
+    pixels have the zero target). Returns ``[B, H, W]`` float32. Equals
+    ``PositionalEncoding(L).pixel_loss(pred, uv_map, valid)`` for ``target = targets(uv_map, valid)``.
+    """
+    fn = "instance_pe_loss_map"
+    check_ndim(fn, "pred", pred, 4, "[B, 4L, H, W]")
+    check_same_shape(fn, "pred", pred, "target", target)
+    pe_channels(fn, pred, L)
+    d = pred.float() - target.float()
+    du = torch.linalg.vector_norm(d[:, : 2 * L], dim=1)
+    dv = torch.linalg.vector_norm(d[:, 2 * L :], dim=1)
+    return 0.5 * (du + dv)
