@@ -115,8 +115,11 @@ VARIANTS = {"default": ("synthetic_panoptic", {}), "small": ("synthetic_panoptic
 def load_synthetic_panoptic(root: str, split: str) -> List[dict]:
     """Dataset dicts of one split, exactly as detectron2 builds them for COCO panoptic
     (``load_coco_panoptic_json``: contiguous ``category_id`` and ``isthing`` in
-    ``segments_info``), plus ``sem_seg_file_name``."""
+    ``segments_info``), plus ``sem_seg_file_name``; the files are checked first
+    (:func:`pe_panoptic.data.validation.validate_coco_panoptic`)."""
     from detectron2.data.datasets.coco_panoptic import load_coco_panoptic_json
+
+    from ..validation import validate_coco_panoptic
 
     paths = synthetic_split_paths(root, split)
     missing = [p for k, p in paths.items() if not os.path.exists(p)]
@@ -124,6 +127,8 @@ def load_synthetic_panoptic(root: str, split: str) -> List[dict]:
         raise FileNotFoundError(
             f"synthetic panoptic split {split!r} not found under {root!r} (missing {missing[0]}). "
             f"Generate it with: python datasets/prepare_synthetic.py --root {root}")
+    validate_coco_panoptic(paths["panoptic_json"], paths["image_root"], paths["panoptic_root"],
+                           synthetic_panoptic_metadata())
     dicts = load_coco_panoptic_json(paths["panoptic_json"], paths["image_root"],
                                     paths["panoptic_root"], synthetic_panoptic_metadata())
     for d in dicts:
@@ -141,12 +146,15 @@ def register_synthetic_panoptic(name: str, root: str, split: str) -> None:
     """
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
+    from ..validation import mark_validated
+
     check_split(split, "register_synthetic_panoptic")
     if name in DatasetCatalog.list():
         raise ValueError(f"register_synthetic_panoptic: dataset {name!r} is already registered")
     root = os.fspath(root)
     paths = synthetic_split_paths(root, split)
     DatasetCatalog.register(name, lambda: load_synthetic_panoptic(root, split))
+    mark_validated(name)  # load_synthetic_panoptic validates the files itself
     MetadataCatalog.get(name).set(
         panoptic_root=paths["panoptic_root"],
         image_root=paths["image_root"],
