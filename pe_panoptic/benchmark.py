@@ -27,6 +27,8 @@ import math
 import os
 import resource
 import statistics
+import sys
+import textwrap
 import time
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -45,6 +47,8 @@ from .postprocess import (
 )
 
 __all__ = [
+    "POSTPROCESS_MEMORY_PROBE",
+    "postprocess_peak_memory",
     "DTYPES",
     "resolve_device",
     "resolve_dtype",
@@ -468,3 +472,54 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> s
     sep = "  ".join("-" * wd for wd in widths)
     body = ["  ".join(row[i].ljust(widths[i]) for i in range(len(columns))) for row in cells]
     return "\n".join([line, sep] + body)
+
+
+# ---------------------------------------------------------------------------------------------
+# peak memory of post-processing at a large original size (a fresh process: peak RSS is per process)
+# ---------------------------------------------------------------------------------------------
+#: argv: repository root, H, W, decode_at, number of classes; prints the peak RSS (bytes) above
+#: the random network outputs (a 96 x 144 output map, PE L = 4, a 40 x 40 grid, half the classes things)
+POSTPROCESS_MEMORY_PROBE = textwrap.dedent("""
+    import sys, types
+    # only torch is needed: skip the package __init__ (detectron2, timm) to keep the probe cheap
+    pkg = types.ModuleType("pe_panoptic"); pkg.__path__ = [sys.argv[1] + "/pe_panoptic"]
+    sys.modules["pe_panoptic"] = pkg
+    import torch
+    torch.set_num_threads(1)
+    from pe_panoptic.encoding import build_encoding
+    from pe_panoptic.postprocess import PostProcessConfig, batch_results
+    H, W, decode_at, N = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+    h, w = 96, 144  # the output map of a 168 x 252 input
+    g = torch.Generator().manual_seed(0)
+    enc = build_encoding("pe", num_harmonics=4)
+    outputs = {"sem_logits": 3 * torch.randn(1, N, h, w, generator=g),
+               "inst": 0.5 * torch.randn(1, enc.num_channels, h, w, generator=g),
+               "depth": torch.rand(1, 1, h, w, generator=g)}
+    def status(key):  # /proc/self/status in bytes (VmHWM, unlike ru_maxrss, restarts at exec)
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) * 1024 for l in f if l.startswith(key + ":"))
+    try:  # restart the high-water mark here ("5": reset peak RSS, Linux >= 4.0)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        base = status("VmRSS")
+    except OSError:
+        base = status("VmHWM")
+    (res,) = batch_results(outputs, [(168, 252)], [(H, W)], enc, list(range(N // 2)),
+                           PostProcessConfig(grid=(40, 40)), decode_at=decode_at, chunk_bytes=64 << 20)
+    assert res["panoptic_seg"][0].shape == res["sem_seg"].shape == res["depth"].shape == (H, W)
+    print(status("VmHWM") - base)
+""")
+
+
+def postprocess_peak_memory(height: int, width: int, decode_at: str = "output", num_classes: int = 133,
+                            timeout: float = 900) -> int:
+    """Peak RSS in bytes that ``batch_results`` adds, in a fresh process, to post-process one image
+    of ``height x width`` (Linux: ``/proc/self/status``)."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    res = subprocess.run([sys.executable, "-c", POSTPROCESS_MEMORY_PROBE, root, str(int(height)), str(int(width)),
+                          decode_at, str(int(num_classes))], capture_output=True, text=True, timeout=timeout)
+    if res.returncode:
+        raise RuntimeError(f"post-processing memory probe failed (rc {res.returncode}):\n{res.stderr[-3000:]}")
+    return int(res.stdout.strip().splitlines()[-1])

@@ -297,3 +297,13 @@ def test_format_table():
 def test_peak_memory_cpu():
     gb, kind = B.peak_memory_gb("cpu")
     assert kind == "cpu_peak_rss" and gb > 0.05
+
+
+def test_postprocess_memory_subcommand(tool, capsys):
+    r = run_tool(tool, capsys, ["postprocess-memory", "--sizes", "600x900", "--num-classes", "19"])
+    (row,) = r["results"]
+    assert row["height"] == 600 and row["width"] == 900 and row["decode_at"] == "output"
+    # the int64 panoptic labels alone are 8 bytes per pixel; the old full-size logits were 2 x 19 x 4
+    assert 8 <= row["bytes_per_pixel"] < 2 * 19 * 4
+    with pytest.raises(SystemExit, match="HxW"):
+        tool.main(["postprocess-memory", "--sizes", "600"])

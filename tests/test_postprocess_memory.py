@@ -195,36 +195,8 @@ def test_real_coco_results_unchanged(coco_outputs, decode_at):
 # ------------------------------------------------------------------------------------------
 # peak memory of a 6000 x 4000 image
 # ------------------------------------------------------------------------------------------
-PROBE = textwrap.dedent("""
-    import sys, types
-    # only torch is needed: skip the package __init__ (detectron2, timm) to keep the probe cheap
-    pkg = types.ModuleType("pe_panoptic"); pkg.__path__ = [sys.argv[1] + "/pe_panoptic"]
-    sys.modules["pe_panoptic"] = pkg
-    import torch
-    torch.set_num_threads(1)
-    from pe_panoptic.encoding import build_encoding
-    from pe_panoptic.postprocess import PostProcessConfig, batch_results
-    H, W, decode_at, N = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
-    h, w = 96, 144  # the output map of a 168 x 252 input
-    g = torch.Generator().manual_seed(0)
-    enc = build_encoding("pe", num_harmonics=4)
-    outputs = {"sem_logits": 3 * torch.randn(1, N, h, w, generator=g),
-               "inst": 0.5 * torch.randn(1, enc.num_channels, h, w, generator=g),
-               "depth": torch.rand(1, 1, h, w, generator=g)}
-    def status(key):  # /proc/self/status in bytes (VmHWM, unlike ru_maxrss, restarts at exec)
-        with open("/proc/self/status") as f:
-            return next(int(l.split()[1]) * 1024 for l in f if l.startswith(key + ":"))
-    try:  # restart the high-water mark here ("5": reset peak RSS, Linux >= 4.0)
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        base = status("VmRSS")
-    except OSError:
-        base = status("VmHWM")
-    (res,) = batch_results(outputs, [(168, 252)], [(H, W)], enc, list(range(N // 2)),
-                           PostProcessConfig(grid=(40, 40)), decode_at=decode_at, chunk_bytes=64 << 20)
-    assert res["panoptic_seg"][0].shape == res["sem_seg"].shape == res["depth"].shape == (H, W)
-    print(status("VmHWM") - base)
-""")
+from pe_panoptic.benchmark import POSTPROCESS_MEMORY_PROBE as PROBE  # noqa: E402
+
 
 
 @pytest.mark.skipif(not pathlib.Path("/proc/self/status").is_file(), reason="needs Linux's /proc/self/status")

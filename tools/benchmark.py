@@ -498,6 +498,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--profile", type=int, default=0, metavar="N", help="print the N top cProfile entries")
 
+    mm = sub.add_parser("postprocess-memory", help="peak memory of post-processing one large original image")
+    mm.add_argument("--sizes", nargs="+", default=["3000x4000", "4000x6000"], help="original sizes HxW")
+    mm.add_argument("--decode-at", nargs="+", default=["output"], choices=["output", "image"])
+    mm.add_argument("--num-classes", type=int, default=133)
+
     t = sub.add_parser("train", help="training images/s and peak memory")
     _add_model_args(t)
     common(t)
@@ -512,7 +517,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-COMMANDS = {"model": run_model, "postprocess": run_postprocess, "data": run_data, "train": run_train}
+def run_postprocess_memory(args) -> dict:
+    """Peak RSS that post-processing adds for one image per size x decode_at, each in a fresh
+    process (pe_panoptic.benchmark.postprocess_peak_memory)."""
+    rows = []
+    for size in args.sizes:
+        try:
+            h, w = (int(v) for v in size.lower().split("x"))
+        except ValueError:
+            raise SystemExit(f"--sizes: {size!r} is not HxW (e.g. 4000x6000)") from None
+        if h < 1 or w < 1:
+            raise SystemExit(f"--sizes: {size!r} must be positive")
+        for mode in args.decode_at:
+            t0 = time.perf_counter()
+            peak = B.postprocess_peak_memory(h, w, mode, args.num_classes)
+            rows.append({"height": h, "width": w, "decode_at": mode, "peak_mib": round(peak / 2**20, 1),
+                         "bytes_per_pixel": round(peak / (h * w), 2), "seconds": round(time.perf_counter() - t0, 1)})
+    print(f"post-processing peak memory above the network outputs ({args.num_classes} classes)")
+    print("| size | decode_at | peak MiB | bytes/pixel | s |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['height']}x{r['width']} | {r['decode_at']} | {r['peak_mib']} | {r['bytes_per_pixel']} | {r['seconds']} |")
+    ret = {"subcommand": "postprocess-memory", "num_classes": args.num_classes, "results": rows}
+    print(json.dumps(ret))
+    return ret
+
+
+COMMANDS = {"model": run_model, "postprocess": run_postprocess, "data": run_data, "train": run_train,
+            "postprocess-memory": run_postprocess_memory}
 
 
 def main(argv=None) -> dict:
