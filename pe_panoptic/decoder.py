@@ -280,9 +280,13 @@ class PixelHeads(nn.Module):
         inst = self.inst(h)
         if self.inst_position == "rotary":
             inst = rotate_by_position(inst, self.num_harmonics)
-        elif self.inst_position == "offset":
+        out = {}
+        if self.inst_position == "offset":
+            # the raw predicted offset to the centroid (normalized units), for the optional direct
+            # offset loss (PixelCentroidCriterion offset_weight); not used by the post-processing
+            out["inst_offset"] = inst[:, :2]
             inst = code_from_offset(inst, self.num_harmonics)
-        out = {"sem_logits": self.sem(h), "inst": inst}
+        out.update({"sem_logits": self.sem(h), "inst": inst})
         if self.depth is not None:
             out["depth"] = self.max_depth * torch.sigmoid(self.depth(h))
         return out

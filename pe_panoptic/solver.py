@@ -81,12 +81,14 @@ def get_param_groups(
     weight_decay_norm: float = 0.0,
     no_decay_keys: Sequence[str] = DEFAULT_NO_DECAY_KEYS,
     backbone_prefix: str = "backbone.",
+    head_lr_multiplier: float = 1.0,
 ) -> List[Dict]:
     """Parameter groups for a torch optimizer.
 
     * lr: backbone parameters (names starting with ``backbone_prefix``; the submodule must have
       ``layer_id(name)`` and ``num_layers``) get ``base_lr * layer_decay ** (num_layers + 1 - i)``,
-      all others ``base_lr``.
+      all others ``base_lr * head_lr_multiplier`` (1 = the paper: one base lr; not in the paper
+      otherwise, a named experiment switch).
     * weight decay: parameters of norm layers (:data:`NORM_TYPES`) and biases get
       ``weight_decay_norm``; names matching ``no_decay_keys`` (exactly or as a dotted suffix) get 0;
       everything else ``weight_decay``.
@@ -103,6 +105,8 @@ def get_param_groups(
         raise ValueError(f"get_param_groups: layer_decay must be in (0, 1], got {layer_decay}")
     if weight_decay < 0 or weight_decay_norm < 0:
         raise ValueError(f"get_param_groups: weight decays must be >= 0, got {weight_decay}, {weight_decay_norm}")
+    if not head_lr_multiplier > 0:
+        raise ValueError(f"get_param_groups: head_lr_multiplier must be > 0, got {head_lr_multiplier}")
     if isinstance(no_decay_keys, str):
         no_decay_keys = (no_decay_keys,)
 
@@ -126,7 +130,7 @@ def get_param_groups(
         if not p.requires_grad or id(p) in seen:
             continue
         seen.add(id(p))
-        factor = 1.0
+        factor = 1.0 if name.startswith(backbone_prefix) else float(head_lr_multiplier)
         if use_decay and name.startswith(backbone_prefix):
             factor = layer_decay_factor(backbone.layer_id(name[len(backbone_prefix):]), backbone.num_layers, layer_decay)
         if id(p) in norm_params or name.endswith(".bias") or name == "bias":

@@ -65,16 +65,44 @@ def run_variant(name, overrides, spec, args) -> dict:
         if curves.get(k):
             res[k] = curves[k][-1][1]
     res["val_curve"] = {k: curves.get(f"val {k}", []) for k in ("PQ", "PQ_th", "PQ_st")}
+    res["postprocess"] = score_postprocess(out, overrides, spec, args)
     with open(metrics_path, "w") as f:
         json.dump(res, f, indent=2)
     return res
 
 
+def score_postprocess(out, overrides, spec, args) -> dict:
+    """PQ_th of the final checkpoint under the spec's ``POSTPROCESS`` variants
+    ({label: [overrides]}, each scored with ``tools/eval_postprocess.py`` for every decoder in
+    ``POSTPROCESS_DECODERS`` with the instance head's void): ``{"<decoder> <label>": PQ_th}``."""
+    variants = spec.get("POSTPROCESS") or {}
+    decoders = list(spec.get("POSTPROCESS_DECODERS", ["nn", "vote"]))
+    scores = {}
+    for label, pp in variants.items():
+        path = os.path.join(out, f"postprocess_{label}.json")
+        cmd = [sys.executable, os.path.join(ROOT, "tools/eval_postprocess.py"), "--config-file",
+               os.path.join(ROOT, spec["BASE"]), "--checkpoint", os.path.join(out, "model_final.pth"),
+               "--metrics-json", path] + list(overrides) + list(args.opts) + list(pp) + [
+               "--void-sources", "instance", "--decoders"] + decoders
+        with open(os.path.join(out, f"postprocess_{label}.log"), "w") as log:
+            r = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        if r.returncode:
+            raise SystemExit(f"[experiments] post-processing {label} failed (rc {r.returncode}); see {out}")
+        with open(path) as f:
+            for name, ev in json.load(f).items():
+                decoder = name.split(",")[0].split("=")[-1]
+                scores[f"{decoder} {label}"] = ev.get("panoptic_seg", {}).get("PQ_th")
+    return scores
+
+
 def table(results: dict) -> str:
-    head = "| variant | overrides | " + " | ".join(COLUMNS) + " | thing-code norm | cos l=0 | cos l=3 | loss_inst | DICE | min |"
-    lines = [head, "|" + "---|" * (len(COLUMNS) + 9)]
+    pp = list(dict.fromkeys(k for r in results.values() for k in (r.get("postprocess") or {})))
+    head = ("| variant | overrides | " + " | ".join(COLUMNS) + "".join(f" | PQ_th {k}" for k in pp)
+            + " | thing-code norm | cos l=0 | cos l=3 | loss_inst | DICE | min |")
+    lines = [head, "|" + "---|" * (len(COLUMNS) + len(pp) + 9)]
     for name, r in results.items():
         cells = [f"{r[k]:.1f}" if r.get(k) is not None else "-" for k in COLUMNS]
+        cells += [f"{r['postprocess'][k]:.1f}" if (r.get("postprocess") or {}).get(k) is not None else "-" for k in pp]
         diag = [f"{r[k]:.2f}" if r.get(k) is not None else "-" for k in DIAG]
         ov = ", ".join(f"`{o}`" for o in r["overrides"]) or "(base recipe)"
         lines.append(f"| {name} | {ov} | " + " | ".join(cells + diag) + f" | {r['wall_s'] / 60:.0f} |")

@@ -11,6 +11,7 @@ AdamW = L(torch.optim.AdamW)(
         weight_decay="${..weight_decay}",
         layer_decay=0.6,
         weight_decay_norm=0.0,
+        head_lr_multiplier=1.0,  # paper: one base lr for the decoder and heads
     ),
     lr=5e-4,
     betas=(0.9, 0.999),

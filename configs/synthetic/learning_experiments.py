@@ -12,6 +12,10 @@
 BASE = "configs/synthetic/pe_vits.py"
 ITERS = 600
 EVAL_PERIOD = 200
+# Post-processing variants scored on each final checkpoint (tools/eval_postprocess.py, instance
+# void): {label: overrides}; the table gets a "PQ_th <decoder> <label>" column per decoder.
+POSTPROCESS = {"g24": ["model.postprocess.grid=[24,24]"]}
+POSTPROCESS_DECODERS = ["nn", "vote"]
 
 EXPERIMENTS = {
     # the recipe of pe_vits.py: the head regresses the offset to the centroid and a magnitude,
@@ -24,6 +28,10 @@ EXPERIMENTS = {
     # CoordConv: normalized x, y / their PE concatenated to the decoder input, paper head
     "paper_head+coord_xy": ["model.inst_position=none", "model.decoder.position_input=xy"],
     "paper_head+coord_pe": ["model.inst_position=none", "model.decoder.position_input=pe"],
+    # direct L1 loss on the predicted centroid offset (Panoptic-DeepLab's offset loss) added to
+    # the paper's losses; and the decoder / heads at 4x the base lr
+    "offset+offset_l1": ["model.loss.offset_weight=1.0"],
+    "offset+head_lr4": ["optimizer.params.head_lr_multiplier=4.0"],
     # losses
     "offset+tv0.1": ["model.loss.tv_weight=0.1"],
     "offset-dice": ["model.loss.dice_weight=0.0"],

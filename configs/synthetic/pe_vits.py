@@ -31,7 +31,7 @@ model.decoder.in_channels = 3 * 384
 model.decoder.width = 64
 model.dataset_name = "synthetic_panoptic_train"
 model.postprocess = dict(decoder="nn", grid=(48, 48))
-model.loss = dict(tv_weight=0.0, dice_weight=1.0)
+model.loss = dict(tv_weight=0.0, dice_weight=1.0, offset_weight=0.0)
 model.inst_position = "offset"
 
 optimizer.lr = 5e-4

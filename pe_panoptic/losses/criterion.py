@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from ..encoding import CentroidEncoding
 from .depth import affine_invariant_disparity_loss, silog_loss
-from .pixel import semantic_ce_map, weighted_mean
+from .pixel import offset_l1_map, semantic_ce_map, weighted_mean
 from .regularizers import generalized_dice_loss, instance_codes_from_targets, tv_loss_regression, tv_loss_semantic
 
 __all__ = ["TASKS", "PixelCentroidCriterion"]
@@ -62,6 +62,7 @@ class PixelCentroidCriterion(nn.Module):
         use_tv: bool = True,
         use_dice: bool = True,
         tv_norm: Optional[str] = None,
+        offset_weight: float = 0.0,
     ):
         super().__init__()
         if not isinstance(encoding, CentroidEncoding):
@@ -73,7 +74,8 @@ class PixelCentroidCriterion(nn.Module):
                 f"PixelCentroidCriterion: depth_loss must be 'affine_invariant' or 'silog', got {depth_loss!r}"
             )
         for name, value in dict(sem_weight=sem_weight, inst_weight=inst_weight, tv_weight=tv_weight,
-                                dice_weight=dice_weight, depth_weight=depth_weight).items():
+                                dice_weight=dice_weight, depth_weight=depth_weight,
+                                offset_weight=offset_weight).items():
             if float(value) < 0:
                 raise ValueError(f"PixelCentroidCriterion: {name} must be >= 0, got {value}")
         if tv_norm is None:
@@ -93,12 +95,13 @@ class PixelCentroidCriterion(nn.Module):
         self.use_tv = bool(use_tv) and self.tv_weight > 0
         self.use_dice = bool(use_dice) and self.dice_weight > 0
         self.tv_norm = tv_norm
+        self.offset_weight = float(offset_weight)
 
     def extra_repr(self) -> str:
         return (
             f"encoding={self.encoding!r}, num_classes={self.num_classes}, tv={self.use_tv} "
             f"({self.tv_weight}, {self.tv_norm}), dice={self.use_dice} ({self.dice_weight}), "
-            f"depth_loss={self.depth_loss}"
+            f"depth_loss={self.depth_loss}, offset_weight={self.offset_weight}"
         )
 
     @staticmethod
@@ -162,6 +165,9 @@ class PixelCentroidCriterion(nn.Module):
             ids = self._get(targets, "inst_ids", "targets", "inst")
             codes = instance_codes_from_targets(uv, ids, enc)
             out["loss_inst_dice"] = self.dice_weight * generalized_dice_loss(pred, ids, codes, enc.L)
+        if self.offset_weight > 0:
+            offset = self._get(outputs, "inst_offset", "outputs (model.inst_position='offset')", "inst").float()
+            out["loss_inst_offset"] = self.offset_weight * weighted_mean(offset_l1_map(offset, uv, valid), weight)
         return out
 
     def _depth(self, outputs, targets):

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from .checks import check_ndim, check_same_shape, check_spatial, pe_channels
 
-__all__ = ["weighted_mean", "semantic_ce_map", "instance_pe_loss_map"]
+__all__ = ["weighted_mean", "semantic_ce_map", "instance_pe_loss_map", "offset_l1_map"]
 
 
 def weighted_mean(loss_map: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -67,3 +67,27 @@ def instance_pe_loss_map(pred: torch.Tensor, target: torch.Tensor, L: int) -> to
     du = torch.linalg.vector_norm(d[:, : 2 * L], dim=1)
     dv = torch.linalg.vector_norm(d[:, 2 * L :], dim=1)
     return 0.5 * (du + dv)
+
+
+def offset_l1_map(offset: torch.Tensor, uv: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Direct L1 loss of a predicted centroid offset, as Panoptic-DeepLab trains its offsets (not
+    in the paper; the named switch ``loss.offset_weight`` of the ``inst_position="offset"`` head).
+
+    ``offset [B, 2, H, W]`` is the predicted (du, dv) in normalized units, ``uv [B, 2, H, W]`` the
+    normalized target centroid, ``valid [B, H, W]`` the instance pixels. Per pixel
+    ``|u + du - c_u| + |v + dv - c_v|`` with ``(u, v)`` the pixel's own normalized centre
+    (:func:`pe_panoptic.encoding.grid_centers`); 0 on void pixels (excluded with a ``where``)."""
+    from ..encoding import grid_centers
+
+    fn = "offset_l1_map"
+    check_ndim(fn, "offset", offset, 4, "[B, 2, H, W]")
+    check_same_shape(fn, "offset", offset, "uv", uv)
+    if offset.shape[1] != 2:
+        raise ValueError(f"{fn}: offset must be [B, 2, H, W], got {tuple(offset.shape)}")
+    check_spatial(fn, "offset", offset, "valid", valid)
+    B, _, H, W = offset.shape
+    u = grid_centers(W, offset.device, offset.dtype)[None, :].expand(H, W)
+    v = grid_centers(H, offset.device, offset.dtype)[:, None].expand(H, W)
+    centre = torch.stack((u, v))[None] + offset
+    err = (centre - uv.to(offset.dtype)).abs().sum(1)
+    return torch.where(valid.bool(), err, torch.zeros_like(err))
