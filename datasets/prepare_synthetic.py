@@ -4,6 +4,7 @@
     python datasets/prepare_synthetic.py    # -> $DETECTRON2_DATASETS/synthetic_panoptic
     python datasets/prepare_synthetic.py --root /tmp/synth --num-train 50 --num-val 10 --size 112
     python datasets/prepare_synthetic.py --variant small   # -> .../synthetic_panoptic_small (32/16 at 112 px)
+    python datasets/prepare_synthetic.py --variant dense   # -> .../synthetic_panoptic_dense (touching small things)
 
 Idempotent: re-running with the same parameters does nothing (see ``manifest.json``); other
 parameters regenerate. The result is registered as ``synthetic_panoptic_train`` /
@@ -16,10 +17,10 @@ import sys
 import time
 
 try:
-    from pe_panoptic.data.synthetic import VARIANTS, default_synthetic_root, generate_synthetic_panoptic
+    from pe_panoptic.data.synthetic import SceneConfig, VARIANTS, default_synthetic_root, generate_synthetic_panoptic
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from pe_panoptic.data.synthetic import VARIANTS, default_synthetic_root, generate_synthetic_panoptic
+    from pe_panoptic.data.synthetic import SceneConfig, VARIANTS, default_synthetic_root, generate_synthetic_panoptic
 
 
 def parse_args(argv=None):
@@ -63,6 +64,8 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     folder, params = VARIANTS[args.variant]
     params = {**dict(seed=0, num_train=600, num_val=60, image_size=(168, 168)), **params}
+    if isinstance(params.get("scene"), dict):
+        params["scene"] = SceneConfig(**params["scene"])
     if args.size is not None:
         params["image_size"] = tuple(args.size) * (2 if len(args.size) == 1 else 1)
     for key in ("seed", "num_train", "num_val"):

@@ -39,3 +39,32 @@ def test_table():
     assert len(t) == 4
     assert t[2].startswith("| offset | (base recipe) | 44.0 | 5.5 | 95.5 | 93.4 | 1.68 |")
     assert "`model.inst_position=none`" in t[3] and "| - |" in t[3]
+
+
+def test_postprocess_scores_and_columns(tmp_path, monkeypatch):
+    """score_postprocess runs tools/eval_postprocess.py once per POSTPROCESS label and reads PQ_th per
+    decoder from its JSON; the table gets one column per (decoder, label)."""
+    import json
+    import subprocess
+
+    calls = []
+
+    def fake_run(cmd, stdout=None, stderr=None, cwd=None):
+        calls.append(cmd)
+        path = cmd[cmd.index("--metrics-json") + 1]
+        assert cmd[-2:] == ["nn", "vote"] and "model.postprocess.grid=[24,24]" in cmd and "x=1" in cmd
+        with open(path, "w") as f:
+            json.dump({"decoder=nn,void_source=instance": {"panoptic_seg": {"PQ_th": 15.25}},
+                       "decoder=vote,void_source=instance": {"panoptic_seg": {"PQ_th": 20.5}}}, f)
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(tool.subprocess, "run", fake_run)
+    s = tool.load_spec(tool.DEFAULT_SPEC)
+    args = type("A", (), {"opts": []})()
+    scores = tool.score_postprocess(str(tmp_path), ["x=1"], s, args)
+    assert scores == {"nn g24": 15.25, "vote g24": 20.5} and len(calls) == 1
+    res = {"v": {"overrides": [], "PQ": 40.0, "PQ_th": 5.0, "PQ_st": 90.0, "mIoU": 90.0, "wall_s": 60,
+                 "postprocess": scores}}
+    t = tool.table(res).splitlines()
+    assert "| PQ_th nn g24 | PQ_th vote g24 |" in t[0]
+    assert t[2].startswith("| v | (base recipe) | 40.0 | 5.0 | 90.0 | 90.0 | 15.2 | 20.5 |")

@@ -466,3 +466,40 @@ def test_criterion_bad_inputs():
         PixelCentroidCriterion(enc, num_classes=3, depth_loss="l1")
     with pytest.raises(ValueError, match=r"outputs\['inst'\] must be \[B, 3"):
         PixelCentroidCriterion(RGBEncoding(), num_classes=3)(outputs, targets, {"inst"})
+
+
+# ------------------------------------------------ direct offset loss (not in the paper; a switch)
+def test_offset_l1_map_hand_computed():
+    from pe_panoptic.losses import offset_l1_map
+
+    # 1 x 2 map: pixel centres u = -0.5, 0.5 (grid_centers(2)), v = 0 (grid_centers(1))
+    offset = torch.tensor([[[[0.25, -0.5]], [[0.1, 0.0]]]])  # du, dv
+    uv = torch.tensor([[[[0.0, 0.0]], [[0.3, 0.3]]]])  # target centroid (0, 0.3) at both pixels
+    valid = torch.tensor([[[True, False]]])
+    got = offset_l1_map(offset, uv, valid)
+    # pixel 0: |-0.5 + 0.25 - 0| + |0 + 0.1 - 0.3| = 0.25 + 0.2; pixel 1: void -> 0
+    torch.testing.assert_close(got, torch.tensor([[[0.45, 0.0]]]))
+    with pytest.raises(ValueError, match=r"offset_l1_map: offset must be \[B, 2, H, W\]"):
+        offset_l1_map(torch.zeros(1, 3, 1, 2), torch.zeros(1, 3, 1, 2), valid)
+
+
+def test_criterion_offset_weight_adds_the_direct_offset_loss():
+    from pe_panoptic.losses import offset_l1_map
+
+    torch.manual_seed(0)
+    enc = PositionalEncoding(2)
+    B, H, W = 2, 4, 5
+    uv = torch.rand(B, 2, H, W) * 2 - 1
+    valid = torch.rand(B, H, W) > 0.3
+    weight = torch.rand(B, H, W)
+    offset = torch.randn(B, 2, H, W) * 0.1
+    outputs = {"inst": torch.randn(B, 8, H, W), "inst_offset": offset}
+    targets = {"inst_uv": uv, "inst_valid": valid, "inst_weight": weight, "inst_ids": valid.long()}
+    crit = PixelCentroidCriterion(enc, num_classes=3, tv_weight=0.0, dice_weight=0.0, offset_weight=2.0)
+    losses = crit(outputs, targets, {"inst"})
+    want = 2.0 * (weight * offset_l1_map(offset, uv, valid)).sum() / weight.sum()
+    assert losses["loss_inst_offset"].item() == pytest.approx(want.item(), rel=1e-6)
+    # off by default; and a model without the offset head fails with the key named
+    assert "loss_inst_offset" not in PixelCentroidCriterion(enc, num_classes=3)(outputs, targets, {"inst"})
+    with pytest.raises(KeyError, match="inst_offset"):
+        crit({"inst": outputs["inst"]}, targets, {"inst"})

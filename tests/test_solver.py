@@ -151,3 +151,17 @@ def test_lr_multiplier_with_param_groups():
         opt.step()
         sched.step()
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([1e-3 * 0.5005, 6e-4 * 0.5005])
+
+
+def test_head_lr_multiplier(toy):
+    """head_lr_multiplier scales the decoder and heads only; the backbone keeps its layer decay."""
+    groups = get_param_groups(toy, base_lr=BASE_LR, weight_decay=0.05, layer_decay=0.6, head_lr_multiplier=4.0)
+    s = settings(groups)
+    P = dict(toy.named_parameters())
+    assert s[id(P["heads.inst.weight"])][0] == pytest.approx(4e-3)
+    assert s[id(P["decoder.layers.0.0.weight"])][0] == pytest.approx(4e-3)
+    assert s[id(P["backbone.vit.norm.weight"])][0] == pytest.approx(1e-3)  # top backbone layer: unchanged
+    assert s[id(P["backbone.vit.blocks.0.attn.qkv.weight"])][0] == pytest.approx(1.296e-4)
+    assert all(g["lr"] == pytest.approx(BASE_LR * g["lr_factor"]) for g in groups)
+    with pytest.raises(ValueError, match="head_lr_multiplier must be > 0"):
+        get_param_groups(toy, base_lr=BASE_LR, weight_decay=0.05, head_lr_multiplier=0.0)

@@ -410,3 +410,25 @@ def test_ensure_small_variant(tmp_path):
     assert m["params"]["image_size"] == [112, 112] and m["params"]["num_train"] == 1
     with pytest.raises(ValueError, match="variant must be one of"):
         syn.ensure_synthetic_panoptic(str(tmp_path), variant="huge")
+
+
+def test_dense_variant_has_many_touching_same_class_things(tmp_path, monkeypatch):
+    """The dense variant (post-processing measurements): 8-16 things of 8-24 px per image, most of
+    them touching a same-class one; the script and ensure_synthetic_panoptic give the same files."""
+    m = syn.ensure_synthetic_panoptic(str(tmp_path), variant="dense", num_train=1, num_val=3)
+    assert m["root"] == str(tmp_path / "synthetic_panoptic_dense")
+    assert m["params"]["scene"]["touch_prob"] == 0.85 and m["params"]["image_size"] == [168, 168]
+    val = m["stats"]["val"]
+    assert val["images"] == 3 and val["things"] >= 3 * 8 * 0.7  # some may be fully occluded
+    assert val["touching_same_class_pairs"] >= val["things"] // 2 and val["crowd"] == 0
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "env"))
+    made = _load_prepare_script().main(["--variant", "dense", "--num-train", "1", "--num-val", "3"])
+    assert made["root"] == str(tmp_path / "env" / "synthetic_panoptic_dense")
+    assert made["params"]["scene"] == m["params"]["scene"] and made["stats"]["val"] == val
+
+
+def _load_prepare_script():
+    spec = importlib.util.spec_from_file_location("prepare_synthetic", ROOT / "datasets" / "prepare_synthetic.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script

@@ -39,7 +39,7 @@ all categories in category-list order, dataset dicts from
 Modules: :mod:`.catalog` (categories, metadata, paths, variants, detectron2 registration),
 :mod:`.drawing` (shape masks and textures), :mod:`.scene` (:class:`SceneConfig`,
 :func:`render_scene`), :mod:`.files` (writing the dataset, :func:`generate_synthetic_panoptic`).
-Importing the package registers ``synthetic_panoptic{,_small}_{train,val}``.
+Importing the package registers ``synthetic_panoptic{,_small,_dense}_{train,val}``.
 """
 
 # every public name of the former single module stays importable from here
@@ -47,6 +47,7 @@ from .catalog import (
     GENERATOR_VERSION,
     IGNORE_LABEL,
     LABEL_DIVISOR,
+    DENSE_VARIANT,
     SMALL_VARIANT,
     SPLITS,
     SYNTHETIC_CATEGORIES,

@@ -12,6 +12,7 @@ __all__ = [
     "IGNORE_LABEL",
     "LABEL_DIVISOR",
     "SMALL_VARIANT",
+    "DENSE_VARIANT",
     "VARIANTS",
     "synthetic_panoptic_metadata",
     "default_synthetic_root",
@@ -106,7 +107,17 @@ def synthetic_split_paths(root: str, split: str) -> Dict[str, str]:
 #: (memorization of the training images vs generalization to unseen ones). Generate it with
 #: ``ensure_synthetic_panoptic(variant="small")`` or ``datasets/prepare_synthetic.py --variant small``.
 SMALL_VARIANT = dict(seed=3, num_train=32, num_val=16, image_size=(112, 112))
-VARIANTS = {"default": ("synthetic_panoptic", {}), "small": ("synthetic_panoptic_small", SMALL_VARIANT)}
+#: The dense variant ``synthetic_panoptic_dense_{train,val}`` (folder ``synthetic_panoptic_dense``):
+#: 8-16 small things (8-24 px) per 168 px image, 85% of them placed touching an earlier same-class
+#: one, so many same-class instances touch and have centroids one or two decoding cells apart. It
+#: measures the post-processing's merging (README "Post-processing: the default, measured"); a
+#: model trained on the default variant is evaluated on its val split. ``scene`` holds
+#: :class:`~pe_panoptic.data.synthetic.scene.SceneConfig` fields.
+DENSE_VARIANT = dict(seed=7, num_train=60, num_val=60, image_size=(168, 168),
+                     scene=dict(min_instances=8, max_instances=16, min_size=8.0, max_size=24.0, touch_prob=0.85,
+                                crowd_prob=0.0))
+VARIANTS = {"default": ("synthetic_panoptic", {}), "small": ("synthetic_panoptic_small", SMALL_VARIANT),
+            "dense": ("synthetic_panoptic_dense", DENSE_VARIANT)}
 
 
 # ----------------------------------------------------------------------------------------------

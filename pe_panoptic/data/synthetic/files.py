@@ -211,7 +211,8 @@ def generate_synthetic_panoptic(root: Optional[str] = None, *, seed: int = 0, nu
 def ensure_synthetic_panoptic(datasets_root: Optional[str] = None, variant: str = "default", **kwargs) -> dict:
     """Make sure the dataset exists where the default registrations look:
     ``<datasets_root>/synthetic_panoptic`` (``variant="small"``:
-    ``<datasets_root>/synthetic_panoptic_small``, see :data:`SMALL_VARIANT`), ``datasets_root``
+    ``<datasets_root>/synthetic_panoptic_small``, see :data:`SMALL_VARIANT`; ``"dense"``:
+    :data:`DENSE_VARIANT`), ``datasets_root``
     defaulting to ``$DETECTRON2_DATASETS`` (then ``datasets/``). A no-op when up to date;
     ``kwargs`` go to :func:`generate_synthetic_panoptic` (over the variant's parameters)."""
     if variant not in VARIANTS:
@@ -221,4 +222,7 @@ def ensure_synthetic_panoptic(datasets_root: Optional[str] = None, variant: str 
     if base is None:
         base = os.getenv("DETECTRON2_DATASETS", "datasets")
     root = os.path.join(os.path.expanduser(os.fspath(base)), folder)
-    return generate_synthetic_panoptic(root, **{**params, **kwargs})
+    params = {**params, **kwargs}
+    if isinstance(params.get("scene"), dict):  # the catalog stores SceneConfig fields (no import cycle)
+        params["scene"] = SceneConfig(**params["scene"])
+    return generate_synthetic_panoptic(root, **params)
