@@ -124,6 +124,9 @@ class DINOv2Backbone(Backbone):
             objects from the first iteration instead of having to learn positions first.
         model_kwargs: extra / overriding ``timm.create_model`` arguments, e.g.
             ``dict(depth=4, embed_dim=96, num_heads=3)`` for a tiny model trained from scratch.
+        freeze_at: as detectron2's ResNet ``FREEZE_AT``: 0 trains everything (paper); ``k >= 1``
+            freezes the patch/position/class embeddings and the first ``k - 1`` blocks
+            (``requires_grad=False``, so no backward runs through them: a CPU-budget choice).
     """
 
     def __init__(
@@ -140,6 +143,7 @@ class DINOv2Backbone(Backbone):
         pos_embed_init: str = "random",
         pos_embed_interp: str = "dinov2",
         model_kwargs: Optional[Mapping] = None,
+        freeze_at: int = 0,
     ):
         super().__init__()
         import timm
@@ -185,6 +189,13 @@ class DINOv2Backbone(Backbone):
             if hasattr(m, "fused_attn"):
                 m.fused_attn = bool(fused_attn)
         self.vit.set_grad_checkpointing(bool(grad_checkpointing))
+        if not 0 <= int(freeze_at) <= self.num_layers + 1:
+            raise ValueError(f"freeze_at must be in [0, {self.num_layers + 1}] (embeddings + {self.num_layers} blocks), "
+                             f"got {freeze_at}")
+        self.freeze_at = int(freeze_at)
+        for name, p in self.vit.named_parameters():
+            if self.freeze_at and self.layer_id(name) < self.freeze_at:
+                p.requires_grad_(False)
 
         self._out_features = [f"dino{k + 1}" for k in range(len(self.out_indices))]
         self._out_feature_channels = {n: self.embed_dim for n in self._out_features}

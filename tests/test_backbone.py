@@ -291,3 +291,22 @@ def test_sincos_pos_embed_init():
     with pytest.raises(ValueError, match="pos_embed_init"):
         DINOv2Backbone("vit_small_patch14_dinov2", out_indices=(0,), img_size=56, pos_embed_init="rope",
                        model_kwargs=dict(embed_dim=48, depth=1, num_heads=2))
+
+
+def test_freeze_at_like_detectron2_resnet():
+    """freeze_at=k: embeddings and blocks 0..k-2 get no gradient, the rest train; outputs unchanged."""
+    x = torch.randn(2, 3, 28, 28)
+    ref = tiny(seed=1)
+    b = tiny(seed=1, freeze_at=3).train()
+    frozen = sorted({n.split(".")[1] if not n.startswith("vit.blocks") else ".".join(n.split(".")[1:3])
+                     for n, p in b.named_parameters() if not p.requires_grad})
+    assert frozen == ["blocks.0", "blocks.1", "cls_token", "patch_embed", "pos_embed"]
+    out = b(x)
+    sum(v.sum() for v in out.values()).backward()
+    assert all((p.grad is None) == (not p.requires_grad) for p in b.parameters())
+    with torch.no_grad():
+        for k, v in ref(x).items():
+            torch.testing.assert_close(b.eval()(x)[k], v)
+    assert all(p.requires_grad for p in tiny(freeze_at=0).parameters())
+    with pytest.raises(ValueError, match=r"freeze_at must be in \[0, 5\]"):
+        tiny(freeze_at=6)
