@@ -205,7 +205,9 @@ class ForwardFeatures(nn.Module):
             # under the tracer shapes are tensors and the decoder's same-size check of the
             # feature dict fails: hand it the concatenated maps (what it computes first)
             feats = m.backbone(x)
-            return tuple(m.heads(m.decoder(torch.cat(list(feats.values()), dim=1))).values())
+            cat = torch.cat(list(feats.values()), dim=1)
+            h = m.decoder(cat, x) if getattr(m.decoder, "image_skip", 0) else m.decoder(cat)
+            return tuple(m.heads(h).values())
         return tuple(m.forward_features(x).values())
 
 

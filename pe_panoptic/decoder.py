@@ -12,7 +12,7 @@ Sec. 5.1 "Implementation details").
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Mapping, Sequence, Union
+from typing import Callable, Dict, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -180,6 +180,11 @@ class TransposedConvDecoder(nn.Module):
         position_input: ``"none"`` (paper), ``"xy"`` or ``"pe"``: concatenate position channels
             (:func:`position_channels`) to the encoder maps (CoordConv). Not in the paper.
         num_harmonics: harmonics of the ``"pe"`` position channels.
+        image_skip: ``0`` (paper) or ``C > 0``: the input image, resized (bilinear) to the output
+            size and passed through Conv3x3(3 -> C) + norm + act, is concatenated to the last
+            upsampled map before the final conv, so the head sees edges at the output stride
+            (8/14 px) rather than only the stride-14 tokens. Not in the paper; a named switch
+            for small objects (README "Instance learning"). ``forward`` then needs ``image``.
     """
 
     def __init__(
@@ -191,6 +196,7 @@ class TransposedConvDecoder(nn.Module):
         activation: str = "gelu",
         position_input: str = "none",
         num_harmonics: int = 4,
+        image_skip: int = 0,
     ):
         super().__init__()
         if int(in_channels) < 1 or int(width) < 1:
@@ -207,16 +213,23 @@ class TransposedConvDecoder(nn.Module):
         self.num_upsample = int(num_upsample)
         self.scale_factor = 2 ** self.num_upsample
         bias = norm in ("", None)
+        if int(image_skip) < 0:
+            raise ValueError(f"TransposedConvDecoder: image_skip must be >= 0 channels, got {image_skip}")
+        self.image_skip = int(image_skip)
         layers = []
         c = self.in_channels + extra
         for _ in range(self.num_upsample):
             layers.append(_conv_norm_act(Upsample2x(c, width, bias=bias), norm, activation))
             c = width
+        if self.image_skip:
+            self.image_conv = _conv_norm_act(nn.Conv2d(3, self.image_skip, 3, padding=1, bias=bias), norm, activation)
+            c += self.image_skip
         layers.append(_conv_norm_act(nn.Conv2d(c, width, 3, padding=1, bias=bias), norm, activation))
         self.layers = nn.Sequential(*layers)
 
-    def forward(self, features: Features) -> torch.Tensor:
-        """``features``: dict (in its order) / sequence of ``[B, C_i, h, w]`` or one tensor."""
+    def forward(self, features: Features, image: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``features``: dict (in its order) / sequence of ``[B, C_i, h, w]`` or one tensor;
+        ``image``: the normalized network input ``[B, 3, H, W]`` (used only with ``image_skip``)."""
         x = _concat(features)
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
@@ -225,7 +238,14 @@ class TransposedConvDecoder(nn.Module):
         if self.position_input != "none":
             pos = position_channels(self.position_input, x.shape[-2], x.shape[-1], x, self.num_harmonics)
             x = torch.cat((x, pos.to(x.dtype)[None].expand(x.shape[0], -1, -1, -1)), dim=1)
-        return self.layers(x)
+        if not self.image_skip:
+            return self.layers(x)
+        if image is None or image.dim() != 4 or image.shape[1] != 3:
+            raise ValueError(f"TransposedConvDecoder(image_skip={self.image_skip}) needs the input image [B, 3, H, W], "
+                             f"got {None if image is None else tuple(image.shape)}")
+        x = self.layers[:-1](x)
+        img = F.interpolate(image.to(x.dtype), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return self.layers[-1](torch.cat((x, self.image_conv(img)), dim=1))
 
 
 class PixelHeads(nn.Module):

@@ -100,7 +100,8 @@ class ExportableNetwork(nn.Module):
 
     def forward(self, image: torch.Tensor):
         feats = self.backbone(image)
-        out = self.heads(self.decoder(torch.cat(list(feats.values()), dim=1)))
+        x = torch.cat(list(feats.values()), dim=1)
+        out = self.heads(self.decoder(x, image) if getattr(self.decoder, "image_skip", 0) else self.decoder(x))
         return tuple(out[k] for k in self.output_names)
 
 

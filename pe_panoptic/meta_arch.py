@@ -184,7 +184,7 @@ class PixelCentroidHead(nn.Module):
     def forward_features(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Raw network outputs at the decoder resolution for a padded, normalized batch."""
         feats = self.backbone(x)
-        h = self.decoder(feats)
+        h = self.decoder(feats, x) if getattr(self.decoder, "image_skip", 0) else self.decoder(feats)
         return self.heads(h)
 
     def forward(self, batched_inputs: List[dict]):

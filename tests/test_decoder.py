@@ -203,3 +203,50 @@ def test_offset_head_gives_code_of_predicted_centroid():
     assert code_from_offset(z, 4).abs().max() == 0
     heads = PixelHeads(16, 5, 16, inst_position="offset", num_harmonics=4)
     assert heads.inst.out_channels == 3 and heads(torch.randn(1, 16, 4, 4))["inst"].shape == (1, 16, 4, 4)
+
+
+def test_image_skip_sees_the_image_at_the_output_stride():
+    """image_skip=C: the resized input image joins the last upsampled map before the final conv;
+    the output then depends on the image, and a missing image is a clear error."""
+    from pe_panoptic.decoder import TransposedConvDecoder
+
+    torch.manual_seed(0)
+    dec = TransposedConvDecoder(in_channels=8, width=16, num_upsample=3, image_skip=4).eval()
+    assert dec.layers[-1][0].in_channels == 16 + 4 and dec.image_conv[0].in_channels == 3
+    feats = {"a": torch.randn(2, 8, 3, 3)}
+    img = torch.randn(2, 3, 42, 42)
+    out = dec(feats, img)
+    assert out.shape == (2, 16, 24, 24)
+    img2 = img.clone()
+    img2[1] += 1.0
+    out2 = dec(feats, img2)
+    torch.testing.assert_close(out2[0], out[0])  # image 0 unchanged -> same output
+    assert (out2[1] - out[1]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="image_skip=4\\) needs the input image"):
+        dec(feats)
+    with pytest.raises(ValueError, match="image_skip must be >= 0"):
+        TransposedConvDecoder(in_channels=8, width=16, image_skip=-1)
+    assert not hasattr(TransposedConvDecoder(in_channels=8, width=16), "image_conv")
+
+
+def test_image_skip_through_model_and_exportable_network():
+    """PixelCentroidHead passes the normalized input to an image_skip decoder; the exportable
+    network computes the same outputs."""
+    from pe_panoptic.backbone import DINOv2Backbone
+    from pe_panoptic.decoder import TransposedConvDecoder
+    from pe_panoptic.export import ExportableNetwork
+    from pe_panoptic.meta_arch import PixelCentroidHead
+
+    torch.manual_seed(0)
+    model = PixelCentroidHead(
+        backbone=DINOv2Backbone("vit_small_patch14_dinov2", (0, 1), img_size=56,
+                                model_kwargs=dict(depth=2, embed_dim=48, num_heads=3)),
+        decoder=TransposedConvDecoder(in_channels=96, width=16, image_skip=4), decoder_width=16,
+        num_classes=3, thing_ids=[0], inst_position="offset").eval()
+    x = torch.randn(1, 3, 56, 56)
+    with torch.no_grad():
+        ref = model.forward_features(x)
+        got = ExportableNetwork(model)(x)
+    assert set(ref) == {"sem_logits", "inst", "inst_offset"}
+    torch.testing.assert_close(got[0], ref["sem_logits"])
+    torch.testing.assert_close(got[1], ref["inst"])

@@ -32,6 +32,11 @@ EXPERIMENTS = {
     # the paper's losses; and the decoder / heads at 4x the base lr
     "offset+offset_l1": ["model.loss.offset_weight=1.0"],
     "offset+head_lr4": ["optimizer.params.head_lr_multiplier=4.0"],
+    # the input image (resized to the output) joins the decoder before its final conv: edges at
+    # the output stride for things smaller than a 14 px patch
+    "offset+offset_l1+image_skip": ["model.loss.offset_weight=1.0", "model.decoder.image_skip=16"],
+    # CPU budget: no backward through the embeddings and the first 2 blocks
+    "offset+offset_l1+freeze3": ["model.loss.offset_weight=1.0", "model.backbone.freeze_at=3"],
     # losses
     "offset+tv0.1": ["model.loss.tv_weight=0.1"],
     "offset-dice": ["model.loss.dice_weight=0.0"],

@@ -29,6 +29,8 @@ model.backbone.drop_path_rate = 0.0
 model.backbone.pos_embed_interp = "dinov2"
 model.decoder.in_channels = 3 * 384
 model.decoder.width = 64
+model.decoder.image_skip = 0  # paper; 16: README "Instance learning"
+model.backbone.freeze_at = 0  # paper: every block trains
 model.dataset_name = "synthetic_panoptic_train"
 model.postprocess = dict(decoder="nn", grid=(48, 48))
 model.loss = dict(tv_weight=0.0, dice_weight=1.0, offset_weight=0.0)
