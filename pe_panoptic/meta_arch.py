@@ -184,7 +184,6 @@ class PixelCentroidHead(nn.Module):
         self.tasks = tuple(tasks)
         self.task_probs = dict(task_probs) if task_probs is not None else None
         self._train_step = None  # (seed, iteration) of the optimizer step being trained
-        self.last_tasks = None  # the tasks of the last training batch
         self.depth = depth
         self.decode_at = decode_at
         self.semantic_output = semantic_output
@@ -284,7 +283,6 @@ class PixelCentroidHead(nn.Module):
     def losses(self, outputs, batched_inputs, in_hw):
         targets = self.batch_targets(batched_inputs, outputs["inst"].shape[-2:], in_hw)
         tasks = self.sample_tasks()
-        self.last_tasks = tuple(sorted(tasks))
         losses = self.criterion(outputs, targets, tasks)
         if "inst" in tasks:
             self._put_instance_diagnostics(outputs["inst"], targets)
