@@ -99,6 +99,16 @@ def test_v1_vitl_decoder_and_targets_agree(config, size, out, d2_datasets):
     assert tuple(sample["targets"]["sem_seg"].shape) == (out, out)
 
 
+def test_v1_vitl_rows_have_the_papers_parameter_count(d2_datasets):
+    """paper_v1 Table 1: "ViT-Large [...] 310M" (model on the meta device: no memory, no weights)."""
+    from detectron2.config import LazyConfig, instantiate
+
+    for config in ("configs/coco/vitl_420.py", "configs/coco/vitl_518.py"):
+        with torch.device("meta"):
+            model = instantiate(LazyConfig.load(os.path.join(ROOT, config)).model)
+        assert sum(p.numel() for p in model.parameters()) == pytest.approx(310e6, rel=0.005), config
+
+
 def _fidelity_section():
     text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
     m = re.search(r"^## Fidelity\n(.*?)(?=^## )", text, re.S | re.M)
