@@ -75,10 +75,17 @@ class PETrainer(SimpleTrainer):
     One trainer iteration consumes ``accumulate_steps`` batches from the loader and performs one
     optimizer step, so the effective batch is ``per-GPU batch x GPUs x accumulate_steps`` and
     ``max_iter`` counts optimizer steps.
+
+    Before the batches of a step it calls the model's ``set_train_step(iteration, seed)`` (if it
+    has one, through a DDP wrapper): a model that samples one task per step
+    (``PixelCentroidHead(task_probs=...)``) then trains the same task on every process and every
+    micro-batch of the step. ``seed`` must be the same on all processes (``train.seed``, or
+    detectron2's ``comm.shared_random_seed()``).
     """
 
     def __init__(self, model, data_loader, optimizer, *, amp: bool = False, amp_dtype: str = "bf16",
-                 accumulate_steps: int = 1, clip_grad_norm: Optional[float] = None, device: str = "cpu"):
+                 accumulate_steps: int = 1, clip_grad_norm: Optional[float] = None, device: str = "cpu",
+                 seed: int = 0):
         super().__init__(model, data_loader, optimizer)
         if accumulate_steps < 1:
             raise ValueError(f"accumulate_steps must be >= 1, got {accumulate_steps}")
@@ -87,12 +94,16 @@ class PETrainer(SimpleTrainer):
         self.device = device
         self.accumulate_steps = int(accumulate_steps)
         self.clip_grad_norm = clip_grad_norm
+        self.seed = int(seed)
         use_scaler = amp and _DTYPES[amp_dtype] == torch.float16 and torch.device(device).type == "cuda"
         self.grad_scaler = torch.amp.GradScaler("cuda") if use_scaler else None
 
     def run_step(self):
         assert self.model.training, "[PETrainer] model was changed to eval mode!"
         self.optimizer.zero_grad(set_to_none=True)
+        net = getattr(self.model, "module", self.model)  # through DistributedDataParallel
+        if hasattr(net, "set_train_step"):
+            net.set_train_step(self.iter, self.seed)
         data_time = 0.0
         total = {}
         for k in range(self.accumulate_steps):

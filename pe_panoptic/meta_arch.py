@@ -24,9 +24,29 @@ from .encoding import CentroidEncoding, build_encoding
 from .losses import PixelCentroidCriterion
 from .postprocess import SEMANTIC_OUTPUTS, PostProcessConfig, batch_results
 
-__all__ = ["PixelCentroidHead", "TASKS"]
+__all__ = ["PixelCentroidHead", "TASKS", "draw_step_task"]
 
 TASKS = ("sem", "inst", "depth")
+
+# a constant word that separates the task-draw stream from IterationSeedHook's per-rank seeds
+_TASK_STREAM = 0x7A5C
+
+
+def draw_step_task(task_probs: Dict[str, float], seed: int, iteration: int) -> str:
+    """The one task of optimizer step ``iteration`` (paper_v1: "Each batch contains only sampling
+    from one of the tasks, with the instance segmentation being twice more likely").
+
+    Drawn from a generator seeded by ``(seed, iteration)`` alone: every process of a
+    data-parallel run and every gradient-accumulation micro-batch of the step get the same task,
+    and a resumed run draws what the uninterrupted run drew.
+    """
+    import numpy as np
+
+    names = list(task_probs)
+    probs = torch.tensor([float(task_probs[n]) for n in names], dtype=torch.float64)
+    words = [int(seed) % (2**63), int(iteration), _TASK_STREAM]
+    g = torch.Generator().manual_seed(int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> 1))
+    return names[int(torch.multinomial(probs, 1, generator=g))]
 
 
 def _plain(x):
@@ -73,8 +93,9 @@ class PixelCentroidHead(nn.Module):
         tasks: tasks trained. Subset of ``("sem", "inst", "depth")``; stage 1 of the paper uses
             ``("inst",)``.
         task_probs: ``None`` trains every task of ``tasks`` on every batch (summed losses);
-            a dict ``{task: prob}`` samples ONE task per batch with these probabilities
-            (paper_v1: instances twice as likely as semantics).
+            a dict ``{task: prob}`` samples ONE task per optimizer step with these
+            probabilities (paper_v1: instances twice as likely as semantics), the same on every
+            process and every accumulation micro-batch (:meth:`set_train_step`).
         loss: keyword arguments of :class:`pe_panoptic.losses.PixelCentroidCriterion`.
         postprocess: keyword arguments of :class:`pe_panoptic.postprocess.PostProcessConfig`.
         depth: add the depth head (sigmoid x ``max_depth``).
@@ -162,6 +183,7 @@ class PixelCentroidHead(nn.Module):
         self.postprocess_cfg = PostProcessConfig(**(postprocess or {}))
         self.tasks = tuple(tasks)
         self.task_probs = dict(task_probs) if task_probs is not None else None
+        self._train_step = None  # (seed, iteration) of the optimizer step being trained
         self.depth = depth
         self.decode_at = decode_at
         self.semantic_output = semantic_output
@@ -195,12 +217,23 @@ class PixelCentroidHead(nn.Module):
         return self.inference(outputs, batched_inputs, images)
 
     # ------------------------------------------------------------------------------------
+    def set_train_step(self, iteration: int, seed: int = 0) -> None:
+        """Declare the optimizer step the next training batches belong to;
+        :class:`pe_panoptic.engine.PETrainer` calls it before the accumulation micro-batches of
+        every step, with the run's seed (the same on every process)."""
+        self._train_step = (int(seed), int(iteration))
+
     def sample_tasks(self) -> set:
-        """The tasks of this batch. With ``task_probs``, one task drawn from torch's global RNG,
-        which ``IterationSeedHook`` reseeds every iteration from (seed, iteration): the draw is
-        reproducible, identical after ``--resume``."""
+        """The tasks of this batch. With ``task_probs``, ONE task: after :meth:`set_train_step`,
+        :func:`draw_step_task` of that step (identical on all processes and for every
+        accumulation micro-batch of the step, and after ``--resume``). Without a declared step
+        (a training loop other than ``PETrainer``), a fresh draw from torch's global RNG per
+        call, which is per process."""
         if self.task_probs is None:
             return set(self.tasks)
+        if self._train_step is not None:
+            seed, iteration = self._train_step
+            return {draw_step_task(self.task_probs, seed, iteration)}
         names = list(self.task_probs)
         probs = torch.tensor([self.task_probs[n] for n in names], dtype=torch.float)
         return {names[int(torch.multinomial(probs, 1))]}

@@ -21,6 +21,9 @@ from dataclasses import asdict, dataclass
 from typing import Mapping, Optional
 
 __all__ = [
+    "LAYER_DECAY",
+    "MIN_LR",
+    "WEIGHT_DECAY",
     "DATASET_SIZES",
     "Recipe",
     "epochs_to_iters",
@@ -33,6 +36,16 @@ __all__ = [
     "set_decoder_upsampling",
     "use_resumable_loader",
 ]
+
+# Optimizer values NEITHER paper states. Both say only "layer decay to suppress the learning rate
+# for the earlier layers" (paper_v1 Sec. 5.1, ICML Sec. 5.1) and "cosine [...] after a linear warm
+# up", without a layer-decay factor or a final learning rate.
+#: layer-wise lr decay factor: from the same group's follow-up work, not from the paper
+LAYER_DECAY = 0.6
+#: final learning rate of the cosine schedule: from the same group's follow-up work, not from the paper
+MIN_LR = 1e-6
+#: AdamW weight decay: our choice (stated in neither paper nor taken from the follow-up work)
+WEIGHT_DECAY = 0.05
 
 #: number of training images (the ``train`` split) of the datasets the paper trains on
 DATASET_SIZES = {

@@ -1,7 +1,9 @@
 """Optimizer parameter groups with layer-wise lr decay, and the warmup + cosine lr multiplier
 (paper Sec. 5.1: AdamW, lr 5e-4, "decayed through a cosine schedule after a linear warm up";
 the backbone is fine-tuned with "layer decay to suppress the learning rate for the earlier
-layers").
+layers"). Neither paper gives the layer-decay factor or the final learning rate: the configs'
+0.6 and 1e-6 (:data:`pe_panoptic.recipes.LAYER_DECAY`, :data:`~pe_panoptic.recipes.MIN_LR`) come
+from the same group's follow-up work, not from the paper.
 
 Layer-wise decay (as in BEiT / ViTDet): a backbone parameter of layer id ``i`` (see
 :meth:`pe_panoptic.backbone.DINOv2Backbone.layer_id`; embeddings 0, block ``k`` -> ``k + 1``,

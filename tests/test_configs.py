@@ -110,7 +110,7 @@ def test_set_decoder_upsampling_keeps_mapper_and_decoder_together():
 def test_the_config_tree_is_complete():
     names = {os.path.relpath(c, "configs") for c in CONFIGS}
     for required in ("coco/vitb_ablation_420.py", "coco/vitl_stage1.py", "coco/vitl_stage2.py",
-                     "coco/vitl_stage2_depth.py", "coco/vitl_stage3.py", "coco/vitl_518.py",
+                     "coco/vitl_stage2_depth.py", "coco/vitl_stage3.py", "coco/vitl_518.py", "coco/vitl_420.py",
                      "cityscapes/vitl_finetune.py", "nyu/vitl_depth_finetune.py",
                      "baselines/panoptic_fpn_r50_synthetic.py"):
         assert required in names
@@ -154,7 +154,8 @@ def test_paper_schedules(d2_datasets):
     expect = {  # config: (input, effective batch, epochs, max_iter, tasks, decoder upsamplings)
         "configs/coco/vitb_ablation_420.py": (420, 256, 200, 92412, ("sem", "inst"), 3),
         "configs/coco/vitb_ablation_420_v1_decoder.py": (420, 256, 200, 92412, ("sem", "inst"), 4),
-        "configs/coco/vitl_518.py": (518, 256, 200, 92412, ("sem", "inst"), 3),
+        "configs/coco/vitl_518.py": (518, 256, 200, 92412, ("sem", "inst"), 4),  # paper_v1's decoder
+        "configs/coco/vitl_420.py": (420, 256, 200, 92412, ("sem", "inst"), 4),
         "configs/coco/vitl_stage1.py": (280, 1024, 400, 46206, ("inst",), 3),
         "configs/coco/vitl_stage2.py": (336, 512, 200, 46206, ("sem", "inst"), 3),
         "configs/coco/vitl_stage2_depth.py": (336, 512, 200, 46517, ("sem", "inst", "depth"), 3),  # COCO + NYUv2

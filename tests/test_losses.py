@@ -46,6 +46,46 @@ def test_weighted_mean_ignores_nan_at_zero_weight():
     assert torch.allclose(loss.grad, torch.tensor([[0.0, 0.25, 0.75]]))
 
 
+def test_weighted_mean_batch_and_per_image_hand_computed():
+    """Eq. (1) over a batch of two images: one ratio over the batch (default) vs the mean of the
+    per-image ratios (``normalize="per_image"``)."""
+    loss = torch.tensor([[[1.0, 2.0], [3.0, 4.0]],     # image 0
+                         [[10.0, 0.0], [0.0, 20.0]]])  # image 1
+    w = torch.tensor([[[1.0, 0.0], [0.5, 0.5]],
+                      [[0.25, 0.0], [0.0, 0.0]]])
+    # batch: (1 + 1.5 + 2 + 2.5) / (1 + 0.5 + 0.5 + 0.25) = 7 / 2.25
+    assert weighted_mean(loss, w).item() == pytest.approx(7 / 2.25)
+    assert weighted_mean(loss, w, "batch").item() == pytest.approx(7 / 2.25)
+    # per image: image 0 = 4.5 / 2 = 2.25, image 1 = 2.5 / 0.25 = 10 -> (2.25 + 10) / 2
+    assert weighted_mean(loss, w, normalize="per_image").item() == pytest.approx(6.125)
+    # an image without weight (a depth-only image in a mixed batch) is left out of the mean
+    w0 = w.clone()
+    w0[1] = 0
+    loss_nan = loss.clone()
+    loss_nan[1, 0, 1] = float("nan")  # and its NaN at zero weight does not leak
+    assert weighted_mean(loss_nan, w0, normalize="per_image").item() == pytest.approx(2.25)
+    # per image == the mean of one-image batches (data-parallel / accumulation over images)
+    g = torch.Generator().manual_seed(0)
+    big, bw = torch.rand(3, 4, 5, generator=g), torch.rand(3, 4, 5, generator=g)
+    one_by_one = sum(weighted_mean(big[i:i + 1], bw[i:i + 1]) for i in range(3)) / 3
+    assert weighted_mean(big, bw, normalize="per_image").item() == pytest.approx(one_by_one.item(), rel=1e-6)
+    assert abs(weighted_mean(big, bw).item() - one_by_one.item()) > 1e-4  # the two forms differ
+
+
+def test_weighted_mean_per_image_gradient_and_empty_batch():
+    loss = torch.tensor([[2.0, 6.0], [1.0, 3.0]], requires_grad=True)
+    w = torch.tensor([[1.0, 3.0], [0.0, 2.0]])
+    out = weighted_mean(loss, w, normalize="per_image")
+    assert out.item() == pytest.approx(((2 + 18) / 4 + 6 / 2) / 2)
+    out.backward()
+    # d/dL_bij = w_bij / sum(w_b) / (number of images with weight)
+    assert torch.allclose(loss.grad, torch.tensor([[0.125, 0.375], [0.0, 0.5]]))
+    zero = weighted_mean(loss, torch.zeros(2, 2), normalize="per_image")
+    assert zero.item() == 0.0 and zero.requires_grad
+    with pytest.raises(ValueError, match="normalize must be one of"):
+        weighted_mean(loss, w, normalize="image")
+
+
 def test_weighted_mean_shape_mismatch():
     with pytest.raises(ValueError, match="weighted_mean.*same shape"):
         weighted_mean(torch.zeros(1, 2, 2), torch.zeros(1, 2, 3))
@@ -401,6 +441,25 @@ def test_criterion_keys_per_task():
     for other, keys in ((RGBEncoding(), {"loss_inst", "loss_inst_tv"}), (BinEncoding(8), {"loss_inst"})):
         o, t = _batch(other)
         assert set(PixelCentroidCriterion(other, num_classes=3)(o, t, {"inst"})) == keys
+
+
+def test_criterion_normalize_option():
+    """``loss.normalize`` reaches every Eq. (1) term of the criterion; "batch" is the default."""
+    enc = PositionalEncoding(4)
+    outputs, t = _batch(enc)
+    default = PixelCentroidCriterion(enc, num_classes=3, use_tv=False, dice_weight=0.0)
+    per_image = PixelCentroidCriterion(enc, num_classes=3, use_tv=False, dice_weight=0.0, normalize="per_image")
+    assert default.normalize == "batch" and "normalize=per_image" in repr(per_image)
+    a, b = default(outputs, t, {"sem", "inst"}), per_image(outputs, t, {"sem", "inst"})
+    ce = semantic_ce_map(outputs["sem_logits"], t["sem_seg"])
+    pe = enc.pixel_loss(outputs["inst"], t["inst_uv"], t["inst_valid"])
+    for key, loss_map, w in (("loss_sem", ce, t["sem_weight"]), ("loss_inst", pe, t["inst_weight"])):
+        loss_map, B = loss_map.detach(), loss_map.shape[0]
+        by_hand = sum(float((loss_map[i] * w[i]).sum() / w[i].sum()) for i in range(B)) / B
+        assert b[key].item() == pytest.approx(by_hand, rel=1e-5), key
+        assert a[key].item() == pytest.approx(float((loss_map * w).sum() / w.sum()), rel=1e-5), key
+    with pytest.raises(ValueError, match="normalize must be one of"):
+        PixelCentroidCriterion(enc, num_classes=3, normalize="pixels")
 
 
 def test_criterion_values_are_the_weighted_pure_losses():

@@ -103,18 +103,21 @@ def do_train(args, cfg):
     ddp = dict(cfg.train.get("ddp", {}))
     model = create_ddp_model(model, **ddp_kwargs(device, **ddp))
     amp = cfg.train.get("amp", {})
+    seed = cfg.train.get("seed", -1)
+    # the same on every process: detectron2's shared_random_seed() is drawn on rank 0 and broadcast
+    seed = seed if seed is not None and seed >= 0 else comm.shared_random_seed()
     trainer = PETrainer(
         model, train_loader, optim,
         amp=bool(amp.get("enabled", False)), amp_dtype=amp.get("dtype", "bf16"),
         accumulate_steps=accumulate_steps,
         clip_grad_norm=cfg.train.get("clip_grad_norm", None), device=device,
+        seed=seed,  # one task per optimizer step (model.task_probs), identical on all processes
     )
     checkpointer = StrictCheckpointer(model, cfg.train.output_dir, trainer=trainer, trust_pickle=args.trust_pickle,
                                       allow_mismatch=cfg.train.get("init_checkpoint_allow_mismatch", None) or ())
-    seed = cfg.train.get("seed", -1)
     trainer.register_hooks(
         [
-            IterationSeedHook(seed if seed is not None and seed >= 0 else comm.shared_random_seed()),
+            IterationSeedHook(seed),
             hooks.IterationTimer(),
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
             hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,

@@ -28,7 +28,8 @@ dataloader.train.mapper.depth_root = [default_pseudo_depth_root(n) for n in TRAI
 model.depth = True
 model.max_depth = 10.0
 model.tasks = ("sem", "inst", "depth")
-model.loss = dict(tv_weight=0.1, dice_weight=1.0, depth_weight=1.0, depth_loss="affine_invariant")
+model.loss = dict(tv_weight=0.1, dice_weight=1.0, depth_weight=1.0, depth_loss="affine_invariant",
+                  normalize="batch")
 
 train.checkpointer = dict(period=recipe.iters(10), max_to_keep=2)
 train.eval_period = recipe.iters(50)

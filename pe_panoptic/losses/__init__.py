@@ -20,6 +20,12 @@ batch.
 
 Reductions (decisions not fixed by the paper):
 
+* Eq. (1) over a batch: the weighted loss sum of the whole batch divided by the batch's weight
+  sum (``normalize="batch"``, the default: an image counts by its total EDS weight), or Eq. (1)
+  per image then the mean over the images that carry weight (``normalize="per_image"``: every
+  image counts the same, and a batch of B images equals B one-image steps averaged). The paper
+  writes Eq. (1) for a single image; config key ``model.loss.normalize``.
+
 * TV losses are *averaged* over the ``(H-1)(W-1)`` pixels that have both neighbours (and over the
   batch) instead of summed as written in Eq. (11): the paper's weight 0.1 then does not depend on
   the output resolution. Eq. (10) is evaluated on the same pixels.
@@ -32,10 +38,11 @@ Reductions (decisions not fixed by the paper):
 """
 from .criterion import TASKS, PixelCentroidCriterion
 from .depth import affine_invariant_disparity_loss, silog_loss
-from .pixel import instance_pe_loss_map, offset_l1_map, semantic_ce_map, weighted_mean
+from .pixel import NORMALIZATIONS, instance_pe_loss_map, offset_l1_map, semantic_ce_map, weighted_mean
 from .regularizers import generalized_dice_loss, instance_codes_from_targets, tv_loss_regression, tv_loss_semantic
 
 __all__ = [
+    "NORMALIZATIONS",
     "offset_l1_map",
     "weighted_mean",
     "semantic_ce_map",

@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from ..encoding import CentroidEncoding
 from .depth import affine_invariant_disparity_loss, silog_loss
-from .pixel import offset_l1_map, semantic_ce_map, weighted_mean
+from .pixel import NORMALIZATIONS, offset_l1_map, semantic_ce_map, weighted_mean
 from .regularizers import generalized_dice_loss, instance_codes_from_targets, tv_loss_regression, tv_loss_semantic
 
 __all__ = ["TASKS", "PixelCentroidCriterion"]
@@ -42,6 +42,12 @@ class PixelCentroidCriterion(nn.Module):
       ``outputs["depth"]`` and ``targets["depth"]`` are then read as disparities) or the SILog
       loss (Eq. 9, metric depth).
 
+    ``normalize`` is how Eq. (1)'s weighted pixel average reduces a batch (``loss_sem``,
+    ``loss_inst``, ``loss_inst_offset``; :func:`~pe_panoptic.losses.weighted_mean`): ``"batch"``
+    (default) divides the batch's weighted loss sum by the batch's weight sum, ``"per_image"``
+    applies Eq. (1) to each image and averages the images. The paper writes Eq. (1) for one image
+    and does not say which; config key ``model.loss.normalize``.
+
     TV and DICE terms are omitted when disabled (``use_tv`` / ``use_dice`` False, weight 0, or
     not supported by the encoding). All losses are computed in float32 with autocast disabled.
     """
@@ -63,6 +69,7 @@ class PixelCentroidCriterion(nn.Module):
         use_dice: bool = True,
         tv_norm: Optional[str] = None,
         offset_weight: float = 0.0,
+        normalize: str = "batch",
     ):
         super().__init__()
         if not isinstance(encoding, CentroidEncoding):
@@ -78,6 +85,8 @@ class PixelCentroidCriterion(nn.Module):
                                 offset_weight=offset_weight).items():
             if float(value) < 0:
                 raise ValueError(f"PixelCentroidCriterion: {name} must be >= 0, got {value}")
+        if normalize not in NORMALIZATIONS:
+            raise ValueError(f"PixelCentroidCriterion: normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
         if tv_norm is None:
             tv_norm = "l1" if encoding.name == "rgb" else "l2"
         if tv_norm not in ("l1", "l2"):
@@ -96,12 +105,13 @@ class PixelCentroidCriterion(nn.Module):
         self.use_dice = bool(use_dice) and self.dice_weight > 0
         self.tv_norm = tv_norm
         self.offset_weight = float(offset_weight)
+        self.normalize = normalize
 
     def extra_repr(self) -> str:
         return (
             f"encoding={self.encoding!r}, num_classes={self.num_classes}, tv={self.use_tv} "
             f"({self.tv_weight}, {self.tv_norm}), dice={self.use_dice} ({self.dice_weight}), "
-            f"depth_loss={self.depth_loss}, offset_weight={self.offset_weight}"
+            f"depth_loss={self.depth_loss}, offset_weight={self.offset_weight}, normalize={self.normalize}"
         )
 
     @staticmethod
@@ -137,7 +147,8 @@ class PixelCentroidCriterion(nn.Module):
                 f"PixelCentroidCriterion: outputs['sem_logits'] must be [B, {self.num_classes}, H, W], "
                 f"got {tuple(logits.shape)}"
             )
-        out = {"loss_sem": self.sem_weight * weighted_mean(semantic_ce_map(logits, labels, self.ignore_label), weight)}
+        out = {"loss_sem": self.sem_weight * weighted_mean(
+            semantic_ce_map(logits, labels, self.ignore_label), weight, self.normalize)}
         if self.use_tv:
             out["loss_sem_tv"] = self.tv_weight * tv_loss_semantic(logits)
         return out
@@ -158,7 +169,8 @@ class PixelCentroidCriterion(nn.Module):
                 f"PixelCentroidCriterion: targets['inst_uv'] {tuple(uv.shape)} must be [B, 2, H, W] matching "
                 f"outputs['inst'] {tuple(pred.shape)}"
             )
-        out = {"loss_inst": self.inst_weight * weighted_mean(enc.pixel_loss(pred, uv, valid), weight)}
+        out = {"loss_inst": self.inst_weight * weighted_mean(
+            enc.pixel_loss(pred, uv, valid), weight, self.normalize)}
         if self.use_tv and enc.supports_tv:
             out["loss_inst_tv"] = self.tv_weight * tv_loss_regression(pred, self.tv_norm)
         if self.use_dice and enc.supports_dice:
@@ -167,7 +179,8 @@ class PixelCentroidCriterion(nn.Module):
             out["loss_inst_dice"] = self.dice_weight * generalized_dice_loss(pred, ids, codes, enc.L)
         if self.offset_weight > 0:
             offset = self._get(outputs, "inst_offset", "outputs (model.inst_position='offset')", "inst").float()
-            out["loss_inst_offset"] = self.offset_weight * weighted_mean(offset_l1_map(offset, uv, valid), weight)
+            out["loss_inst_offset"] = self.offset_weight * weighted_mean(
+                offset_l1_map(offset, uv, valid), weight, self.normalize)
         return out
 
     def _depth(self, outputs, targets):

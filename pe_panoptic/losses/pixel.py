@@ -7,24 +7,52 @@ import torch.nn.functional as F
 
 from .checks import check_ndim, check_same_shape, check_spatial, pe_channels
 
-__all__ = ["weighted_mean", "semantic_ce_map", "instance_pe_loss_map", "offset_l1_map"]
+__all__ = ["NORMALIZATIONS", "weighted_mean", "semantic_ce_map", "instance_pe_loss_map", "offset_l1_map"]
 
 
-def weighted_mean(loss_map: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+#: how :func:`weighted_mean` normalizes the weighted sum of Eq. (1) over a batch
+NORMALIZATIONS = ("batch", "per_image")
+
+
+def weighted_mean(loss_map: torch.Tensor, weight: torch.Tensor, normalize: str = "batch") -> torch.Tensor:
     """Weighted pixel average of paper Eq. (1): ``sum(w * L) / sum(w)``.
 
     ``loss_map`` and ``weight`` have the same shape (typically ``[B, H, W]``); weights are
     non-negative (EDS weights in [0, 1]). Pixels of zero weight are excluded with a ``where`` (not
-    multiplied by 0), so a NaN/inf loss there cannot leak into the result or the gradient. When
-    ``sum(w) == 0`` the result is a float32 zero that is still attached to ``loss_map``'s graph.
+    multiplied by 0), so a NaN/inf loss there cannot leak into the result or the gradient.
+
+    Eq. (1) is written for one image and the paper does not say how a batch is reduced:
+
+    * ``normalize="batch"`` (default): one ratio over the whole batch,
+      ``sum_b sum_ij w L / sum_b sum_ij w``; an image weighs by its total pixel weight (an image
+      with many boundary pixels counts more). When ``sum(w) == 0`` the result is a float32 zero
+      that is still attached to ``loss_map``'s graph.
+    * ``normalize="per_image"``: Eq. (1) for each image ``b`` (dimension 0), then the mean over
+      the images with ``sum(w_b) > 0`` (images without weight, e.g. depth-only images of a mixed
+      batch, do not dilute it); every image weighs the same, so a batch of ``B`` images gives the
+      mean of ``B`` one-image batches (what data-parallel training over ``B`` processes or ``B``
+      accumulation steps of one image each computes). A zero attached to the graph when no image
+      has weight.
     """
     fn = "weighted_mean"
     check_same_shape(fn, "loss_map", loss_map, "weight", weight)
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"{fn}: normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
     loss_map = loss_map.float()
     weight = weight.float()
-    num = torch.where(weight > 0, loss_map * weight, torch.zeros_like(loss_map)).sum()
-    den = weight.sum()
-    return num / torch.where(den > 0, den, torch.ones_like(den))
+    weighted = torch.where(weight > 0, loss_map * weight, torch.zeros_like(loss_map))
+    if normalize == "batch":
+        num = weighted.sum()
+        den = weight.sum()
+        return num / torch.where(den > 0, den, torch.ones_like(den))
+    if loss_map.dim() < 1:
+        raise ValueError(f"{fn}: normalize='per_image' needs a leading batch dimension, got a scalar")
+    num = weighted.reshape(weighted.shape[0], -1).sum(1)
+    den = weight.reshape(weight.shape[0], -1).sum(1)
+    has = den > 0
+    per_image = num / torch.where(has, den, torch.ones_like(den))
+    count = has.sum()
+    return torch.where(has, per_image, torch.zeros_like(per_image)).sum() / torch.clamp(count, min=1)
 
 
 def semantic_ce_map(logits: torch.Tensor, labels: torch.Tensor, ignore_label: int = 255) -> torch.Tensor:
