@@ -52,7 +52,9 @@ def test_postprocess_scores_and_columns(tmp_path, monkeypatch):
     def fake_run(cmd, stdout=None, stderr=None, cwd=None):
         calls.append(cmd)
         path = cmd[cmd.index("--metrics-json") + 1]
-        assert cmd[-2:] == ["nn", "vote"] and "model.postprocess.grid=[24,24]" in cmd and "x=1" in cmd
+        i = cmd.index("--decoders")
+        assert cmd[i + 1:i + 3] == ["nn", "vote"] and cmd[-2:] == ["x=1", "model.postprocess.grid=[24,24]"]
+        assert cmd[-4] == "--metrics-json"
         with open(path, "w") as f:
             json.dump({"decoder=nn,void_source=instance": {"panoptic_seg": {"PQ_th": 15.25}},
                        "decoder=vote,void_source=instance": {"panoptic_seg": {"PQ_th": 20.5}}}, f)

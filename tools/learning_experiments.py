@@ -82,8 +82,9 @@ def score_postprocess(out, overrides, spec, args) -> dict:
         path = os.path.join(out, f"postprocess_{label}.json")
         cmd = [sys.executable, os.path.join(ROOT, "tools/eval_postprocess.py"), "--config-file",
                os.path.join(ROOT, spec["BASE"]), "--checkpoint", os.path.join(out, "model_final.pth"),
-               "--metrics-json", path] + list(overrides) + list(args.opts) + list(pp) + [
-               "--void-sources", "instance", "--decoders"] + decoders
+               "--decoders"] + decoders + ["--void-sources", "instance",
+               # a single-valued option just before the overrides: nargs options would swallow them
+               "--metrics-json", path] + list(overrides) + list(args.opts) + list(pp)
         with open(os.path.join(out, f"postprocess_{label}.log"), "w") as log:
             r = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         if r.returncode:
