@@ -5,6 +5,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
 from pe_panoptic.data.mixed import DatasetSchedule, MixedTrainLoader, build_mixed_train_loader
 from pe_panoptic.meta_arch import PixelCentroidHead
@@ -108,6 +109,8 @@ def test_errors():
         _loader(datasets=[_data("a", 2), []])
     with pytest.raises(ValueError, match="non-empty task tuple per dataset"):
         _loader(tasks=[("sem",), ()])
+    with pytest.raises(TypeError, match=r"dataset 0 is an OmegaConf ListConfig; .*dataset_dicts_per_name"):
+        _loader(datasets=[OmegaConf.create([{"id": "a0"}]), _data("b", 2)])
     with pytest.raises(ValueError, match="1 weights for 2 datasets"):
         MixedTrainLoader([_data("a", 2), _data("b", 2)], [_mapper, _mapper], total_batch_size=2, weights=[1])
 

@@ -30,13 +30,14 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch.utils.data as torchdata
+from omegaconf import DictConfig, ListConfig
 
 from detectron2.data.common import DatasetFromList
 from detectron2.utils import comm
 
 from .resumable import SampleStream, _identity, _mix, _RankBatches
 
-__all__ = ["DatasetSchedule", "MixedTrainLoader", "build_mixed_train_loader"]
+__all__ = ["DatasetSchedule", "MixedTrainLoader", "build_mixed_train_loader", "dataset_dicts_per_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -239,6 +240,16 @@ class _LazyIterator:
         return next(self._it)
 
 
+def dataset_dicts_per_name(names: Sequence[str], filter_empty: bool = False) -> List[List[dict]]:
+    """``[get_detection_dataset_dicts(name) for name in names]``: the ``datasets`` argument of
+    :func:`build_mixed_train_loader` in a LazyConfig. (A list of ``L(get_detection_dataset_dicts)``
+    nodes would not do: ``instantiate`` turns a list into an OmegaConf ``ListConfig``, converting
+    every dataset dict into a ``DictConfig``, slowly and with other semantics.)"""
+    from detectron2.data import get_detection_dataset_dicts
+
+    return [get_detection_dataset_dicts(str(n), filter_empty=filter_empty) for n in names]
+
+
 def build_mixed_train_loader(datasets: Sequence, mappers: Sequence[Callable], *, total_batch_size: int,
                              names: Optional[Sequence[str]] = None, weights: Optional[Sequence[float]] = None,
                              tasks: Optional[Sequence[Sequence[str]]] = None,
@@ -246,6 +257,9 @@ def build_mixed_train_loader(datasets: Sequence, mappers: Sequence[Callable], *,
                              seed: Optional[int] = None, shuffle: bool = True) -> MixedTrainLoader:
     """LazyConfig entry point of :class:`MixedTrainLoader` (one dataset per effective batch)."""
     for i, d in enumerate(datasets):
+        if isinstance(d, (DictConfig, ListConfig)):
+            raise TypeError(f"build_mixed_train_loader: dataset {i} is an OmegaConf {type(d).__name__}; in a "
+                            "LazyConfig give datasets=L(dataset_dicts_per_name)(names=[...])")
         if isinstance(d, torchdata.IterableDataset):
             raise ValueError(f"build_mixed_train_loader: dataset {i} must be map-style (a list of dicts)")
     return MixedTrainLoader(datasets, mappers, total_batch_size=total_batch_size, names=names, weights=weights,
