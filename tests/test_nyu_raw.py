@@ -12,7 +12,7 @@ import pytest
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from pe_panoptic.data import kinect
+from pe_panoptic.data import kinect, nyu_raw
 from pe_panoptic.data.errors import InvalidSampleError
 from pe_panoptic.data.mapper import PanopticCentroidDatasetMapper, build_train_augmentations
 from pe_panoptic.data.nyu import register_nyuv2_depth
@@ -203,7 +203,7 @@ def test_prepare_register_load_map_end_to_end(raw_layout, tmp_path, caplog):
         MetadataCatalog.remove(name)
 
 
-def test_prepare_errors_and_counts(raw_layout, tmp_path):
+def test_prepare_errors_and_counts(raw_layout, tmp_path, monkeypatch):
     raw, scenes = raw_layout
     with pytest.raises(InvalidSampleError, match=r"d-10\.100000-2002\.pgm: truncated"):
         prepare_nyuv2_raw(str(raw), str(scenes), str(tmp_path / "a"), sample_step=2, strict=True)
@@ -216,6 +216,12 @@ def test_prepare_errors_and_counts(raw_layout, tmp_path):
     # kitchen: frame 0 is 0.01 s from its RGB frame, frame 1 0.02 s
     assert stats.missing_scenes == ["living_room_0099"] and stats.written == 1
     assert dict(stats.skipped) == {"RGB too far in time": 1}
+    # the frame BTS excludes as faulty is skipped by name
+    assert "d-1315166703.129542-2466101449.pgm" in nyu_raw.KNOWN_FAULTY_FRAMES
+    monkeypatch.setattr(nyu_raw, "KNOWN_FAULTY_FRAMES", frozenset({"d-20.100000-2001.pgm"}))
+    stats = prepare_nyuv2_raw(str(raw), str(missing), str(tmp_path / "d"), allow_missing_scenes=True,
+                              sample_step=1, undistort_images=False)
+    assert stats.written == 1 and dict(stats.skipped) == {"known faulty frame": 1}
     (tmp_path / "dup.txt").write_text("a\na\n")
     with pytest.raises(ValueError, match=r"dup\.txt:2: duplicate scene 'a'"):
         read_scene_list(str(tmp_path / "dup.txt"))

@@ -28,7 +28,8 @@ origin of the common ~24K-50K-frame "sync" training sets, do):
    stems to ``splits/train.txt`` (replacing it), so that ``nyuv2_depth_train`` reads them.
 
 Bad frames (unreadable or truncated files, wrong size, no valid depth pixel after projection,
-optionally an RGB/depth time difference above ``max_time_diff``) are skipped with a warning
+the frame BTS's script excludes as faulty, optionally an RGB/depth time difference above
+``max_time_diff``) are skipped with a warning
 naming the file and the problem, and counted in the returned statistics (``strict=True`` raises
 instead). The test split stays the official 654 labelled images (``datasets/prepare_nyuv2.py``).
 """
@@ -49,6 +50,7 @@ from .kinect import project_depth_map
 
 __all__ = [
     "FRAME_HW",
+    "KNOWN_FAULTY_FRAMES",
     "RawFrame",
     "SyncedFrame",
     "PrepareStats",
@@ -68,6 +70,8 @@ logger = logging.getLogger(__name__)
 
 #: (H, W) of the dump's frames (the calibration of :mod:`.kinect` is for this size)
 FRAME_HW = (480, 640)
+#: depth frames left out as faulty by BTS's sync_project_frames_multi_threads.m (the one it names)
+KNOWN_FAULTY_FRAMES = frozenset({"d-1315166703.129542-2466101449.pgm"})
 _FRAME_RE = re.compile(r"^([rda])-(\d+(?:\.\d+)?)-(\d+)\.(ppm|pgm|dump)$")
 _KIND_EXT = {"r": "ppm", "d": "pgm", "a": "dump"}
 _HEADER_TOKEN = re.compile(rb"\s*(#[^\n]*\n\s*)*(\S+)")
@@ -301,6 +305,10 @@ def prepare_nyuv2_raw(raw_root: str, scene_list: str, out_root: str, *, sample_s
         stats.synced_frames += len(synced)
         for fr in synced[::int(sample_step)]:
             stats.sampled_frames += 1
+            if fr.depth in KNOWN_FAULTY_FRAMES:
+                stats.skipped["known faulty frame"] += 1
+                logger.warning(f"NYUv2 raw: skipped {os.path.join(scene_dir, fr.depth)}: known faulty (BTS excludes it)")
+                continue
             if max_time_diff is not None and fr.time_diff > max_time_diff:
                 msg = (f"{os.path.join(scene_dir, fr.depth)}: nearest RGB frame {fr.rgb} is {fr.time_diff:.4f} s "
                        f"away (max_time_diff {max_time_diff} s)")
