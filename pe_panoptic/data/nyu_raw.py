@@ -174,7 +174,8 @@ def read_raw_depth(path: str) -> np.ndarray:
     """The raw Kinect values ``[H, W]`` uint16 of a dump depth frame (a 16-bit P5, little-endian)."""
     arr = read_netpbm(path, little_endian_16bit=True)
     if arr.ndim != 2 or arr.dtype != np.uint16:
-        raise InvalidSampleError(f"{path}: expected a 16-bit single-channel PGM depth frame, got {arr.dtype} {arr.shape}")
+        raise InvalidSampleError(
+            f"{path}: expected a 16-bit single-channel PGM depth frame, got {arr.dtype} {arr.shape}")
     return arr
 
 
@@ -307,7 +308,8 @@ def prepare_nyuv2_raw(raw_root: str, scene_list: str, out_root: str, *, sample_s
             stats.sampled_frames += 1
             if fr.depth in KNOWN_FAULTY_FRAMES:
                 stats.skipped["known faulty frame"] += 1
-                logger.warning(f"NYUv2 raw: skipped {os.path.join(scene_dir, fr.depth)}: known faulty (BTS excludes it)")
+                logger.warning(
+                    f"NYUv2 raw: skipped {os.path.join(scene_dir, fr.depth)}: known faulty (BTS excludes it)")
                 continue
             if max_time_diff is not None and fr.time_diff > max_time_diff:
                 msg = (f"{os.path.join(scene_dir, fr.depth)}: nearest RGB frame {fr.rgb} is {fr.time_diff:.4f} s "
