@@ -268,7 +268,14 @@ class PixelCentroidHead(nn.Module):
         tasks = self.sample_tasks()
         declared = self.declared_tasks(batched_inputs)
         if declared is not None:  # a one-dataset batch trains only what its labels supervise
-            tasks = tasks & declared
+            sampled, tasks = tasks, tasks & declared
+            if not tasks:  # e.g. task_probs drew "sem" for a depth-only batch: no loss this batch
+                import logging
+
+                from detectron2.utils.logger import log_every_n_seconds
+
+                log_every_n_seconds(logging.WARNING, f"training batch supervises {sorted(declared)} but the sampled "
+                                    f"tasks are {sorted(sampled)}: this batch trains nothing", n=60, name=__name__)
         losses = self.criterion(outputs, targets, tasks)
         if "inst" in tasks:
             self._put_instance_diagnostics(outputs["inst"], targets)

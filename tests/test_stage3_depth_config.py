@@ -1,6 +1,7 @@
 """configs/coco/vitl_stage3_depth.py (ICML Table 1 "Ours w/ depth", 54.5 PQ): the values that
 define the row, and a tiny version of it (small ViT, fabricated panoptic + NYUv2 datasets) that
 trains 2 optimizer steps, one on each kind of batch."""
+import logging
 import math
 import os
 import uuid
@@ -77,7 +78,7 @@ def _nyu_layout(root, n=3, h=42, w=56):
     (root / "splits" / "train.txt").write_text("".join(s + "\n" for s in stems))
 
 
-def test_tiny_version_trains_both_kinds_of_batch(tmp_path):
+def test_tiny_version_trains_both_kinds_of_batch(tmp_path, caplog):
     from pe_panoptic.data.mixed import DatasetSchedule
     from pe_panoptic.data.nyu import register_nyuv2_depth
     from pe_panoptic.data.synthetic import generate_synthetic_panoptic, register_synthetic_panoptic
@@ -131,6 +132,12 @@ def test_tiny_version_trains_both_kinds_of_batch(tmp_path):
         after = model.heads.state_dict()
         changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
         assert {"sem", "inst", "depth"} <= changed
+        # a sampled task the batch has no labels for trains nothing, with a warning
+        model.task_probs = {"sem": 1.0}
+        nyu_batch = next(b for b in iter(instantiate(cfg.dataloader.train)) if b[0]["dataset"] == nyu)
+        with caplog.at_level(logging.WARNING, logger="pe_panoptic.meta_arch"):
+            assert set(model(nyu_batch)) == {"loss_zero"}
+        assert any("this batch trains nothing" in r.getMessage() for r in caplog.records)
     finally:
         for name in (pan, nyu):
             DatasetCatalog.remove(name)
