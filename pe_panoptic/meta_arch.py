@@ -280,9 +280,35 @@ class PixelCentroidHead(nn.Module):
             out[k] = torch.stack(items).to(self.device, non_blocking=True)
         return out
 
+    def declared_tasks(self, batched_inputs: List[dict]) -> Optional[set]:
+        """The tasks the batch's labels supervise, from the inputs' ``"tasks"`` (set by
+        :class:`pe_panoptic.data.mixed.MixedTrainLoader`); ``None`` when no input declares them.
+        A task outside ``self.tasks`` or inputs that only partly declare tasks are errors."""
+        declared = [x.get("tasks") for x in batched_inputs]
+        if all(t is None for t in declared):
+            return None
+        if any(t is None for t in declared):
+            raise ValueError("some inputs of the batch declare 'tasks' and others do not")
+        union = set(t for ts in declared for t in ts)
+        extra = union - set(self.tasks)
+        if extra:
+            raise ValueError(f"the batch's labels supervise tasks {sorted(extra)} that the model does not train "
+                             f"(model.tasks={self.tasks})")
+        return union
+
     def losses(self, outputs, batched_inputs, in_hw):
         targets = self.batch_targets(batched_inputs, outputs["inst"].shape[-2:], in_hw)
         tasks = self.sample_tasks()
+        declared = self.declared_tasks(batched_inputs)
+        if declared is not None:  # a one-dataset batch trains only what its labels supervise
+            sampled, tasks = tasks, tasks & declared
+            if not tasks:  # e.g. task_probs drew "sem" for a depth-only batch: no loss this batch
+                import logging
+
+                from detectron2.utils.logger import log_every_n_seconds
+
+                log_every_n_seconds(logging.WARNING, f"training batch supervises {sorted(declared)} but the sampled "
+                                    f"tasks are {sorted(sampled)}: this batch trains nothing", n=60, name=__name__)
         losses = self.criterion(outputs, targets, tasks)
         if "inst" in tasks:
             self._put_instance_diagnostics(outputs["inst"], targets)

@@ -134,7 +134,7 @@ def test_config_loads_and_instantiates(rel, d2_datasets):
         assert r.total_batch_size * r.accumulate_steps == cfg.train.effective_batch_size == r.effective_batch
         assert cfg.train.accumulate_steps == "auto"
         assert cfg.lr_multiplier.warmup_length == pytest.approx(r.warmup_epochs / r.epochs)
-        assert cfg.dataloader.train._target_.__name__ == "build_resumable_train_loader"
+        assert cfg.dataloader.train._target_.__name__ in ("build_resumable_train_loader", "build_mixed_train_loader")
 
 
 def test_parameter_counts_match_the_paper(d2_datasets):

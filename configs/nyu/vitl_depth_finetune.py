@@ -5,7 +5,9 @@
 # classes) so that the checkpoint loads completely. Evaluation: DepthEvaluator (Eigen crop).
 # Not stated in the paper (our choices): 518 x 518 inputs (the NYUv2 data config's size for
 # 640 x 480 frames), 50 epochs of the 795 labeled training images at effective batch 16
-# (= 2485 iterations), 1 warmup epoch.
+# (= 2485 iterations), 1 warmup epoch. nyuv2_depth_train is whichever training list was prepared:
+# the 795 labeled images (datasets/prepare_nyuv2.py --mat) or the raw dump's ~47K frames
+# (tools/prepare_nyuv2_raw.py); the iteration count above assumes the 795.
 from ..coco.vitl_stage2_depth import lr_multiplier, model, optimizer, train
 from ..common.data.nyu_depth import dataloader
 from pe_panoptic.recipes import apply_recipe, make_recipe, use_resumable_loader

@@ -1,7 +1,8 @@
 """NYUv2 monocular depth: on-disk layout, dataset dicts and registration.
 
-Layout under ``$DETECTRON2_DATASETS/nyuv2`` (written by ``datasets/prepare_nyuv2.py``; see
-``datasets/README.md``)::
+Layout under ``$DETECTRON2_DATASETS/nyuv2`` (written by ``datasets/prepare_nyuv2.py``, and for
+the training split from the raw dump by ``tools/prepare_nyuv2_raw.py``, see
+:mod:`pe_panoptic.data.nyu_raw`; ``datasets/README.md``)::
 
     splits/train.txt            one image stem per line (the paper's 47K training split, or the
     splits/test.txt             795 labeled training images; test: the official 654 images)
