@@ -71,10 +71,19 @@ class Upsample2x(nn.ConvTranspose2d):
     windows do not overlap, so ``out[o, 2h + i, 2w + j] = sum_c x[c, h, w] W[c, o, i, j]`` is a
     matmul whose ``(o, i, j)`` columns are exactly ``pixel_shuffle``'s channel order."""
 
-    def __init__(self, in_channels: int, out_channels: int, bias: bool = True):
+    #: ``"matmul"`` (default) or ``"convtranspose"``: PyTorch's own ConvTranspose2d (the slow
+    #: CPU path; kept to measure the difference, ``tools/benchmark.py train --against``)
+    IMPLS = ("matmul", "convtranspose")
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True, impl: str = "matmul"):
         super().__init__(in_channels, out_channels, 2, stride=2, bias=bias)
+        if impl not in self.IMPLS:
+            raise ValueError(f"Upsample2x: impl must be one of {self.IMPLS}, got {impl!r}")
+        self.impl = impl
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.impl == "convtranspose":
+            return super().forward(x)
         c_in, c_out = self.in_channels, self.out_channels
         w = self.weight.reshape(c_in, c_out * 4).t().reshape(c_out * 4, c_in, 1, 1)
         b = None if self.bias is None else self.bias.repeat_interleave(4)
@@ -185,6 +194,8 @@ class TransposedConvDecoder(nn.Module):
             upsampled map before the final conv, so the head sees edges at the output stride
             (8/14 px) rather than only the stride-14 tokens. Not in the paper; a named switch
             for small objects (README "Instance learning"). ``forward`` then needs ``image``.
+        upsample_impl: how the 2x transposed convs compute (:class:`Upsample2x`): ``"matmul"``
+            (1x1 conv + pixel shuffle, default) or ``"convtranspose"`` (PyTorch's, same result).
     """
 
     def __init__(
@@ -197,6 +208,7 @@ class TransposedConvDecoder(nn.Module):
         position_input: str = "none",
         num_harmonics: int = 4,
         image_skip: int = 0,
+        upsample_impl: str = "matmul",
     ):
         super().__init__()
         if int(in_channels) < 1 or int(width) < 1:
@@ -219,7 +231,7 @@ class TransposedConvDecoder(nn.Module):
         layers = []
         c = self.in_channels + extra
         for _ in range(self.num_upsample):
-            layers.append(_conv_norm_act(Upsample2x(c, width, bias=bias), norm, activation))
+            layers.append(_conv_norm_act(Upsample2x(c, width, bias=bias, impl=upsample_impl), norm, activation))
             c = width
         if self.image_skip:
             self.image_conv = _conv_norm_act(nn.Conv2d(3, self.image_skip, 3, padding=1, bias=bias), norm, activation)

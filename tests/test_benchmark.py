@@ -307,3 +307,17 @@ def test_postprocess_memory_subcommand(tool, capsys):
     assert 8 <= row["bytes_per_pixel"] < 2 * 19 * 4
     with pytest.raises(SystemExit, match="HxW"):
         tool.main(["postprocess-memory", "--sizes", "600"])
+
+
+def test_train_against_times_both_in_one_run(tool, capsys, restore_threads):
+    """--against: the config and the config + override are timed in the same run (interleaved);
+    the result carries both step times and their ratio. Without a config it is refused."""
+    r = run_tool(tool, capsys, ["train", "--config-file", str(ROOT / "configs/synthetic/pe_tiny.py"), "--size", "56",
+                                "--batch", "2", "--iters", "1", "--warmup", "0", "--threads", "1", "--dtype", "fp32",
+                                "--against", "model.decoder.upsample_impl=convtranspose",
+                                "model.backbone.model_kwargs.depth=1"])
+    assert r["against"] == ["model.decoder.upsample_impl=convtranspose"]
+    assert r["step_ms"] > 0 and r["against_step_ms"] > 0
+    assert r["speedup_base_vs_against"] == pytest.approx(r["against_step_ms"] / r["step_ms"])
+    with pytest.raises(SystemExit, match="--against needs --config-file"):
+        tool.main(["train", *TINY, "--against", "a=1"])

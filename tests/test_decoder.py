@@ -250,3 +250,19 @@ def test_image_skip_through_model_and_exportable_network():
     assert set(ref) == {"sem_logits", "inst", "inst_offset"}
     torch.testing.assert_close(got[0], ref["sem_logits"])
     torch.testing.assert_close(got[1], ref["inst"])
+
+
+def test_upsample_impl_switch_gives_the_same_decoder_output():
+    """upsample_impl="convtranspose" (PyTorch's path, kept for the speed comparison) computes the
+    same decoder output as the default matmul + pixel shuffle; a bad name is refused."""
+    from pe_panoptic.decoder import TransposedConvDecoder
+
+    torch.manual_seed(0)
+    a = TransposedConvDecoder(in_channels=6, width=8, num_upsample=2).eval()
+    b = TransposedConvDecoder(in_channels=6, width=8, num_upsample=2, upsample_impl="convtranspose").eval()
+    b.load_state_dict(a.state_dict())
+    assert a.layers[0][0].impl == "matmul" and b.layers[0][0].impl == "convtranspose"
+    x = torch.randn(2, 6, 3, 4)
+    torch.testing.assert_close(a(x), b(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="impl must be one of"):
+        TransposedConvDecoder(in_channels=6, width=8, upsample_impl="fast")

@@ -35,6 +35,10 @@ EXPERIMENTS = {
     # the input image (resized to the output) joins the decoder before its final conv: edges at
     # the output stride for things smaller than a 14 px patch
     "offset+offset_l1+image_skip": ["model.loss.offset_weight=1.0", "model.decoder.image_skip=16"],
+    "offset+offset_l1+image_skip+head_lr4": ["model.loss.offset_weight=1.0", "model.decoder.image_skip=16",
+                                             "optimizer.params.head_lr_multiplier=4.0"],
+    "offset+offset_l1+image_skip+freeze3": ["model.loss.offset_weight=1.0", "model.decoder.image_skip=16",
+                                            "model.backbone.freeze_at=3"],
     # CPU budget: no backward through the embeddings and the first 2 blocks
     "offset+offset_l1+freeze3": ["model.loss.offset_weight=1.0", "model.backbone.freeze_at=3"],
     # losses
