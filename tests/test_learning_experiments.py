@@ -13,7 +13,7 @@ spec.loader.exec_module(tool)
 
 def test_repo_spec_loads_and_overrides_are_valid_keys():
     s = tool.load_spec(tool.DEFAULT_SPEC)
-    assert s["BASE"] == "configs/synthetic/pe_vits.py" and s["EXPERIMENTS"]["offset"] == []
+    assert s["BASE"] == "configs/synthetic/pe_vits_base.py" and s["EXPERIMENTS"]["offset"] == []
     from detectron2.config import LazyConfig
 
     cfg = LazyConfig.load(str(ROOT / s["BASE"]))

@@ -222,6 +222,15 @@ def test_run_demo_refuses_to_replace_a_finished_demo(tmp_path):
         tool("run_demo").main(["--output", str(tmp_path)])
 
 
+def test_run_demo_refuses_missing_weights_before_any_work(tmp_path):
+    """The default demo fine-tunes real DINOv2 weights: without them it stops at once, naming the
+    file and `make weights`, before generating data or training."""
+    out = tmp_path / "demo"
+    with pytest.raises(SystemExit, match=r"pretrained weights .*nope\.pth are missing: run `make weights`"):
+        tool("run_demo").main(["--output", str(out), f"model.backbone.weights={tmp_path / 'nope.pth'}"])
+    assert not out.exists()
+
+
 # ------------------------------------------------------------------------------ demo / oracle
 def test_demo_processes_the_other_images_and_exits_1(d2_datasets, ckpts, tmp_path, capsys):
     folder = tmp_path / "images"

@@ -2,8 +2,9 @@
 """End-to-end demo behind ``make demo``: synthetic data -> train on CPU -> evaluate -> visualize.
 
 1. generates the built-in synthetic panoptic dataset under ``$DETECTRON2_DATASETS`` if missing,
-2. trains the small ``PixelCentroidHead`` of ``configs/synthetic/pe_tiny.py`` with
-   ``tools/train_net.py`` (progress with ETA in the log),
+2. fine-tunes the ``PixelCentroidHead`` of ``configs/synthetic/pe_vits.py`` (real DINOv2 ViT-S/14
+   weights from ``make weights``, first 6 blocks) with ``tools/train_net.py`` (progress with ETA in
+   the log, ``learning_curve.{json,png}`` in the output folder),
 3. evaluates it with ``COCOPanopticEvaluator`` + semantic mIoU and writes
    ``<output>/metrics.json`` (PQ, PQ_th, PQ_st, SQ, RQ, mIoU, ...),
 4. scores every post-processing variant (decoder x void_source) of the same checkpoint with
@@ -12,7 +13,7 @@
 
 A second run into an output folder that already holds a demo run refuses up front (before any
 work), naming the folder: ``make clean-demo`` first, or ``--overwrite`` to retrain and replace it
-(passed on to ``tools/train_net.py``). Replacing a finished 9-minute run is a decision, so
+(passed on to ``tools/train_net.py``). Replacing a finished 15-minute run is a decision, so
 ``make demo`` does not pass ``--overwrite`` by itself.
 """
 import argparse
@@ -37,6 +38,13 @@ def flatten_metrics(results: dict) -> dict:
         if k in sem:
             out[k] = float(sem[k])
     return out
+
+
+def _backbone_weights(config_file: str, opts) -> str:
+    from pe_panoptic.config_overrides import load_config
+
+    cfg = load_config(config_file, opts)
+    return str(cfg.model.backbone.get("weights") or "")
 
 
 def visualize(config_file: str, checkpoint: str, out_dir: str, num_images: int, opts) -> list:
@@ -78,7 +86,7 @@ def visualize(config_file: str, checkpoint: str, out_dir: str, num_images: int, 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config-file", default=os.path.join(ROOT, "configs/synthetic/pe_tiny.py"))
+    ap.add_argument("--config-file", default=os.path.join(ROOT, "configs/synthetic/pe_vits.py"))
     ap.add_argument("--output", default=os.path.join(ROOT, "output/demo"))
     ap.add_argument("--num-vis", type=int, default=4)
     ap.add_argument("--skip-variants", action="store_true",
@@ -93,6 +101,10 @@ def main(argv=None):
     if found and not args.overwrite:
         raise SystemExit(f"[demo] {args.output} already holds {found}. Remove it first (make clean-demo for "
                          f"output/demo) or pass --overwrite (tools/run_demo.py --overwrite) to retrain and replace it.")
+    weights = _backbone_weights(args.config_file, args.opts)
+    if weights and not os.path.isfile(weights):
+        raise SystemExit(f"[demo] the pretrained weights {weights} are missing: run `make weights` "
+                         f"(tools/get_weights.py) first, or set PE_PANOPTIC_WEIGHTS to their folder")
     os.environ.setdefault("DETECTRON2_DATASETS", os.path.join(ROOT, "datasets"))
     t0 = time.time()
 

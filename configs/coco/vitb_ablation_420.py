@@ -45,7 +45,7 @@ model.backbone.out_indices = (2, 5, 8, 11)
 model.decoder.in_channels = 4 * 768
 set_decoder_upsampling(model, dataloader, 3)  # and the mapper's output_stride = 14 / 8
 model.task_probs = {"inst": 2 / 3, "sem": 1 / 3}
-model.postprocess = dict(decoder="nn", grid=(80, 80))
+model.postprocess = dict(decoder="nn", grid=(80, 80))  # the paper's decoding (the project default is "vote", README)
 
 optimizer.lr = 5e-4
 optimizer.params.layer_decay = LAYER_DECAY  # 0.6: the group's follow-up work, not the paper

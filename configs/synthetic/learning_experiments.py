@@ -1,6 +1,6 @@
 # Controlled instance-learning experiments (README "Instance learning: what holds the model on the
 # void plateau"), run by tools/learning_experiments.py. Every variant is the base config plus the
-# overrides listed here, one factor changed at a time from the demo recipe (configs/synthetic/pe_vits.py:
+# overrides listed here, one factor changed at a time from the base recipe (configs/synthetic/pe_vits_base.py:
 # real DINOv2 ViT-S/14, first 6 blocks, official forward, EDS, DICE, TV off, offset instance head).
 #
 #   python tools/learning_experiments.py --only paper_head rotary       # a subset
@@ -9,7 +9,7 @@
 #
 # Results (val PQ / PQ_th / PQ_st, final instance-code diagnostics, s/iteration) go to
 # output/learning_experiments/results.json and a Markdown table on stdout.
-BASE = "configs/synthetic/pe_vits.py"
+BASE = "configs/synthetic/pe_vits_base.py"
 ITERS = 600
 EVAL_PERIOD = 200
 # Post-processing variants scored on each final checkpoint (tools/eval_postprocess.py, instance
