@@ -19,10 +19,10 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 import get_weights  # noqa: E402
 
 CONFIG = os.path.join(ROOT, "configs/synthetic/pe_vits_probe.py")
-#: measured on this CPU: see MEASURED in the README table; the margin absorbs thread-count and
-#: platform differences in floating-point summation order
-MIN_PQ_TH = 10.0
-MIN_PQ_ST = 60.0
+#: measured on this CPU (README "The learning test"): PQ_th 12.1, PQ_st 94.1; an untrained model
+#: scores PQ_th 0. The margin absorbs thread-count and platform differences in summation order.
+MIN_PQ_TH = 6.0
+MIN_PQ_ST = 85.0
 
 
 def test_real_weights_fine_tuning_separates_instances_on_unseen_images(tmp_path):

@@ -109,7 +109,8 @@ def synthetic_split_paths(root: str, split: str) -> Dict[str, str]:
 SMALL_VARIANT = dict(seed=3, num_train=32, num_val=16, image_size=(112, 112))
 #: The dense variant ``synthetic_panoptic_dense_{train,val}`` (folder ``synthetic_panoptic_dense``):
 #: 8-16 small things (8-24 px) per 168 px image, 85% of them placed touching an earlier same-class
-#: one, so many same-class instances touch and have centroids one or two decoding cells apart. It
+#: one (val: 773 touching same-class pairs in 60 images, 73% of them with centroids in the same or
+#: adjacent cells of a 16 x 16 grid, 5% on a 48 x 48 grid). It
 #: measures the post-processing's merging (README "Post-processing: the default, measured"); a
 #: model trained on the default variant is evaluated on its val split. ``scene`` holds
 #: :class:`~pe_panoptic.data.synthetic.scene.SceneConfig` fields.
