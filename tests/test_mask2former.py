@@ -239,8 +239,13 @@ SMALL = ["dataloader.train.dataset.names=synthetic_panoptic_small_train",
          "dataloader.test.dataset.names=synthetic_panoptic_small_val",
          "dataloader.evaluator.dataset_name=synthetic_panoptic_small_val",
          "model.metadata.name=synthetic_panoptic_small_train",
-         "train.max_iter=2", "dataloader.train.total_batch_size=2", "dataloader.train.num_workers=0",
+         "train.max_iter=2", "dataloader.train.total_batch_size=1", "dataloader.train.num_workers=0",
          "dataloader.test.num_workers=0", "train.device=cpu",
+         # the small variant's native 112 px (the configs crop / resize to 168)
+         "dataloader.train.mapper.tfm_gens.1.target_height=112", "dataloader.train.mapper.tfm_gens.1.target_width=112",
+         "dataloader.train.mapper.tfm_gens.2.crop_size=[112,112]",
+         "dataloader.test.mapper.augmentations.0.short_edge_length=112",
+         "dataloader.test.mapper.augmentations.0.max_size=112",
          # tiny head (the recipes' values are checked in test_synthetic_recipes)
          "model.sem_seg_head.pixel_decoder.transformer_enc_layers=1",
          "model.sem_seg_head.transformer_predictor.dec_layers=2",
@@ -265,22 +270,60 @@ def test_synthetic_recipes():
     assert os.path.basename(vit.model.backbone.net.weights) == "dinov2_vits14_pretrain.pth"
 
 
-@pytest.mark.parametrize("config", [R50_SYN_CFG, VIT_SYN_CFG], ids=["r50", "dinov2_vits"])
-def test_synthetic_config_trains_and_evaluates(config, small_synthetic, tmp_path):
-    if config == VIT_SYN_CFG and not os.path.isfile(VITS_WEIGHTS):
+def test_equal_budget_comparison_end_to_end(small_synthetic, tmp_path):
+    """tools/compare.py --train-budget-s on a budget of seconds: both synthetic Mask2Former configs
+    (R50 from scratch, DINOv2 ViT-S/14 with our method's weights) are calibrated, trained by
+    tools/train_net.py for the iterations that fit the budget, then evaluated side by side."""
+    if not os.path.isfile(VITS_WEIGHTS):
         pytest.skip(f"{VITS_WEIGHTS} missing (make weights)")
     env = dict(os.environ, DETECTRON2_DATASETS=str(small_synthetic), PE_PANOPTIC_WEIGHTS=WEIGHTS_DIR,
                PYTHONWARNINGS="ignore", OMP_NUM_THREADS="2")
-    out = tmp_path / "run"
-    stdout = _run_tool([os.path.join(ROOT, "tools/train_net.py"), "--config-file", config,
-                        "--metrics-json", str(out / "m.json"), f"train.output_dir={out}"] + SMALL, env)
-    metrics = json.loads((out / "m.json").read_text())
-    assert {"PQ", "PQ_th", "PQ_st"} <= set(metrics["panoptic_seg"]) and "mIoU" in metrics["sem_seg"]
-    state = torch.load(out / "model_final.pth", map_location="cpu", weights_only=True)["model"]
+    out = tmp_path / "cmp"
+    evaluation = [o for o in SMALL if not o.startswith(("train.", "dataloader.train."))]
+    training = [o for o in SMALL if o.startswith(("train.", "dataloader.train.")) and not o.startswith("train.max_iter")]
+    stdout = _run_tool([os.path.join(ROOT, "tools/compare.py"), "--threads", "2", "--train-budget-s", "2",
+                        "--calibration-iters", "4", "--output-dir", str(out), "--entries",
+                        f"m2f_r50={R50_SYN_CFG}", f"m2f_vits={VIT_SYN_CFG}", "--opts", *evaluation,
+                        "--train-opts", *training, "--json", str(tmp_path / "cmp.json")], env)
+    rows = {r["name"]: r for r in json.loads(stdout.strip().splitlines()[-1])}
+    lines = stdout.splitlines()
+    assert ("| model | PQ | PQ_th | PQ_st | mIoU | params (M) | GFLOPs | ms / image | train it | train s / it "
+            "| train min | peak train RSS (MiB) |") in lines
+    for name in ("m2f_r50", "m2f_vits"):
+        r = rows[name]
+        assert r["train_iters"] >= 1 and r["train_s_per_iter"] > 0 and r["peak_rss_mib"] > 100
+        assert r["train_iters"] == max(1, int(2.0 // r["calibration_s_per_iter"]))  # what fits the budget
+        assert r["PQ"] == r["PQ"] and r["mIoU"] == r["mIoU"] and r["gflops"] > 0 and r["images"] == 1
+        assert r["checkpoint"] == str(out / name / "train" / "model_final.pth")
+        # the training run's own final evaluation (tools/train_net.py) ran on the same val split
+        assert "copypaste: PQ,SQ,RQ" in (out / name / "train" / "log.txt").read_text()
+    assert rows["m2f_vits"]["params_M"] < rows["m2f_r50"]["params_M"]  # 6 ViT-S blocks vs ResNet-50
+    state = torch.load(rows["m2f_vits"]["checkpoint"], map_location="cpu", weights_only=True)["model"]
+    ref = torch.load(VITS_WEIGHTS, map_location="cpu", weights_only=True)
+    for k in ("blocks.0.attn.qkv.weight", "blocks.5.mlp.fc2.weight", "patch_embed.proj.weight"):
+        # the DINOv2 weights of our method, barely moved by a few warm-up steps at lr x 0.1
+        assert torch.allclose(state[f"backbone.net.vit.{k}"], ref[k], atol=1e-3), k
+    assert "backbone.net.vit.blocks.6.attn.qkv.weight" not in state  # 6 blocks kept, as pe_vits
     assert "sem_seg_head.predictor.query_feat.weight" in state and "criterion.empty_weight" in state
-    if config == VIT_SYN_CFG:  # the DINOv2 weights of our method, barely moved by 2 warm-up steps
-        ref = torch.load(VITS_WEIGHTS, map_location="cpu", weights_only=True)
-        for k in ("blocks.0.attn.qkv.weight", "blocks.5.mlp.fc2.weight", "patch_embed.proj.weight"):
-            assert torch.allclose(state[f"backbone.net.vit.{k}"], ref[k], atol=1e-3), k
-        assert "backbone.net.vit.blocks.6.attn.qkv.weight" not in state  # 6 blocks kept, as pe_vits
-    assert "total_loss" in stdout or "total_loss" in (out / "log.txt").read_text()
+
+
+def test_budget_arguments_are_checked(tmp_path):
+    import compare
+
+    from pe_panoptic.equal_budget import train_within_budget, training_speed
+
+    assert compare.parse_entry_opts(["a:x.y=1", "b:z=2", "a:w=3"], ["a", "b"]) == {"a": ["x.y=1", "w=3"], "b": ["z=2"]}
+    with pytest.raises(ValueError, match="not one of the entries"):
+        compare.parse_entry_opts(["c:x=1"], ["a"])
+    with pytest.raises(ValueError, match="name:key=value"):
+        compare.parse_entry_opts(["a=x"], ["a"])
+    with pytest.raises(ValueError, match="budget must be positive"):
+        train_within_budget("a", R50_SYN_CFG, 0, str(tmp_path))
+    with pytest.raises(ValueError, match="calibration_iters must be >= 4"):
+        train_within_budget("a", R50_SYN_CFG, 10, str(tmp_path), calibration_iters=3)
+    (tmp_path / "log.txt").write_text("[d2.engine.hooks]: Overall training speed: 5 iterations in 0:00:07 (1.4821 s / it)\n")
+    assert training_speed(str(tmp_path)) == pytest.approx(1.4821)
+    (tmp_path / "log.txt").write_text("no timing\n")
+    assert training_speed(str(tmp_path), required=False) is None
+    with pytest.raises(ValueError, match="Overall training speed"):
+        training_speed(str(tmp_path))
