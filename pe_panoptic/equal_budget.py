@@ -58,8 +58,7 @@ def run_train_net(config: str, output_dir: str, overrides: Sequence[str] = (), *
     Raises ``RuntimeError`` with the end of its output if it fails."""
     os.makedirs(output_dir, exist_ok=True)
     log_file = log_file or os.path.join(output_dir, "train_net.out")
-    cmd = [python, TRAIN_NET, "--overwrite", "--config-file", config, f"train.output_dir={output_dir}",
-           *overrides]
+    cmd = [python, TRAIN_NET, "--overwrite", "--config-file", config, *overrides, f"train.output_dir={output_dir}"]
     t0 = time.perf_counter()
     with open(log_file, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)

@@ -199,8 +199,8 @@ def test_model_zoo_key_layout_loads_exactly(coco_models, tmp_path):
     assert all(torch.equal(v, want[k]) for k, v in fresh.state_dict().items())
 
 
-def _run_tool(args, env):
-    proc = subprocess.run([sys.executable] + args, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+def _run_tool(args, env, timeout=600):
+    proc = subprocess.run([sys.executable] + args, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc.stdout
 
@@ -284,7 +284,7 @@ def test_equal_budget_comparison_end_to_end(small_synthetic, tmp_path):
     stdout = _run_tool([os.path.join(ROOT, "tools/compare.py"), "--threads", "2", "--train-budget-s", "2",
                         "--calibration-iters", "4", "--output-dir", str(out), "--entries",
                         f"m2f_r50={R50_SYN_CFG}", f"m2f_vits={VIT_SYN_CFG}", "--opts", *evaluation,
-                        "--train-opts", *training, "--json", str(tmp_path / "cmp.json")], env)
+                        "--train-opts", *training, "--json", str(tmp_path / "cmp.json")], env, timeout=1200)
     rows = {r["name"]: r for r in json.loads(stdout.strip().splitlines()[-1])}
     lines = stdout.splitlines()
     assert ("| model | PQ | PQ_th | PQ_st | mIoU | params (M) | GFLOPs | ms / image | train it | train s / it "
@@ -297,6 +297,7 @@ def test_equal_budget_comparison_end_to_end(small_synthetic, tmp_path):
         assert r["checkpoint"] == str(out / name / "train" / "model_final.pth")
         # the training run's own final evaluation (tools/train_net.py) ran on the same val split
         assert "copypaste: PQ,SQ,RQ" in (out / name / "train" / "log.txt").read_text()
+        assert (out / name / "eval" / "predictions.json").is_file()  # compare's evaluation, not in the repo
     assert rows["m2f_vits"]["params_M"] < rows["m2f_r50"]["params_M"]  # 6 ViT-S blocks vs ResNet-50
     state = torch.load(rows["m2f_vits"]["checkpoint"], map_location="cpu", weights_only=True)["model"]
     ref = torch.load(VITS_WEIGHTS, map_location="cpu", weights_only=True)

@@ -318,8 +318,10 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict]:
         entries = [(n, c, runs[n]["checkpoint"]) for n, c, _ in entries]
     rows = []
     for n, c, k in entries:
-        row = evaluate_entry(n, c, k, list(args.opts) + per_entry[n], args.device, args.max_images or None,
-                             args.trust_pickle)
+        opts = list(args.opts) + per_entry[n]
+        if n in runs:  # the evaluator's files (predictions.json) go next to the training run
+            opts.append(f"train.output_dir={os.path.join(args.output_dir, n, 'eval')}")
+        row = evaluate_entry(n, c, k, opts, args.device, args.max_images or None, args.trust_pickle)
         if n in runs:
             from pe_panoptic.equal_budget import budget_columns
 

@@ -150,6 +150,7 @@ lr_multiplier = L(WarmupParamScheduler)(
     warmup_factor=1.0,
 )
 
+# training starts from the ImageNet R-50.pkl (a pickle: tools/train_net.py needs --trust-pickle)
 train.init_checkpoint = "detectron2://ImageNetPretrained/torchvision/R-50.pkl"
 train.init_checkpoint_allow_mismatch = ["sem_seg_head", "criterion"]
 train.max_iter = MAX_ITER
