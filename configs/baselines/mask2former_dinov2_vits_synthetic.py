@@ -8,7 +8,8 @@
 # the changes of configs/baselines/mask2former_r50_synthetic.py (7 classes, 50 queries, 168 px).
 # Optimizer: upstream's AdamW lr 1e-4 with the pretrained ViT at x 0.1 (backbone.net); the new
 # pyramid trains at the full learning rate. Inputs are padded to multiples of 56 (4 patches).
-# Use all 12 blocks with model.backbone.net.out_indices=[11].
+# Use all 12 blocks with model.backbone.net.out_indices=[11]; model.backbone.net.freeze_at=3 freezes
+# what the demo recipe (pe_vits.py) freezes (embeddings + blocks 1-2; here they train at lr x 0.1).
 import os
 
 from detectron2.config import LazyCall as L
