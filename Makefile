@@ -12,12 +12,13 @@ STAMP := $(VENV)/.pe_panoptic-installed
 venv: $(STAMP)
 
 # Idempotent: the stamp depends on the lock file and the installer; re-running does nothing.
-$(STAMP): requirements.lock tools/install_detectron2.py setup.py
+$(STAMP): requirements.lock tools/install_detectron2.py tools/install_mask2former.py setup.py
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --disable-pip-version-check "pip==24.3.1"
 	$(PIP) install -q --disable-pip-version-check -r requirements.lock
 	$(PIP) install -q --disable-pip-version-check --no-deps panopticapi-lite==0.2.0
 	$(PY) tools/install_detectron2.py
+	$(PY) tools/install_mask2former.py
 	$(PIP) install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

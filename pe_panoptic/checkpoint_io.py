@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections import OrderedDict
 from typing import Any, Dict, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -143,9 +144,26 @@ class StrictCheckpointer(DetectionCheckpointer):
         if not isinstance(state, Mapping):
             raise CheckpointError(f"{self._file}: 'model' is a {type(state).__name__}, not a state dict")
         self._check_values(state)
+        checkpoint["model"] = self._with_current_versions(state)
         incompatible = super()._load_model(checkpoint)
         self._check_compatible(incompatible)
         return incompatible
+
+    def _with_current_versions(self, state: Mapping) -> Mapping:
+        """A state dict without PyTorch's ``_metadata`` (e.g. numpy arrays from a ``.pkl``) loads
+        as if written by version 1 of every module, and modules with a ``_version`` rename such
+        "old" keys in ``_load_from_state_dict`` (Mask2Former's ``MaskFormerHead`` moves every
+        ``sem_seg_head.*`` key under ``pixel_decoder.``). When the keys are exactly the model's
+        own, there is nothing to convert: the model's current versions are attached, so the keys
+        load unchanged. Any other layout keeps detectron2's behaviour (legacy conversions)."""
+        if getattr(state, "_metadata", None) is not None:
+            return state
+        own = self.model.state_dict()
+        if set(state) != set(own):
+            return state
+        state = OrderedDict(state)
+        state._metadata = own._metadata
+        return state
 
     # -------------------------------------------------------------------------------- checks
     def _allowed(self, key: str) -> bool:

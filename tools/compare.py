@@ -24,6 +24,18 @@ same PQ / mIoU evaluators):
   warm-up. The median is robust to load spikes on a shared machine; use ``--threads`` for
   comparable CPU numbers.
 
+**Equal training budget** (``--train-budget-s SECONDS``, entries without checkpoints): every
+config is first trained on this machine by ``tools/train_net.py`` for the number of iterations
+that fits the budget (a short calibration run measures its seconds per iteration;
+:mod:`pe_panoptic.equal_budget`), into ``--output-dir/<name>``, then evaluated as above. The
+table gains the training iterations, training s / iteration (detectron2's ``IterationTimer``),
+the training minutes and the peak resident memory of the training process (MiB; on a GPU
+machine this is host memory). ``--train-opts`` apply to training only, ``--entry-opts
+name:key=value`` to one entry (training and evaluation), ``--opts`` to everything.
+
+    python tools/compare.py --threads 2 --train-budget-s 900 --output-dir output/compare \
+        --entries ours=configs/synthetic/pe_vits.py m2f_vits=configs/baselines/mask2former_dinov2_vits_synthetic.py
+
 Prints a markdown table, then the results as one JSON line (last line of stdout). Checkpoints are
 loaded strictly (:mod:`pe_panoptic.checkpoint_io`; ``.pkl`` only with ``--trust-pickle``) and
 ``--opts`` are checked against every entry's config (:mod:`pe_panoptic.config_overrides`).
@@ -52,6 +64,11 @@ logger = logging.getLogger("pe_panoptic.compare")
 
 COLUMNS = (("PQ", "PQ"), ("PQ_th", "PQ_th"), ("PQ_st", "PQ_st"), ("mIoU", "mIoU"),
            ("params_M", "params (M)"), ("gflops", "GFLOPs"), ("ms_per_image", "ms / image"))
+#: added when the entries were trained with --train-budget-s
+TRAIN_COLUMNS = (("train_iters", "train it"), ("train_s_per_iter", "train s / it"), ("train_min", "train min"),
+                 ("peak_rss_mib", "peak train RSS (MiB)"))
+_FORMATS = {"PQ": "{:.1f}", "PQ_th": "{:.1f}", "PQ_st": "{:.1f}", "mIoU": "{:.1f}", "ms_per_image": "{:.1f}",
+            "train_iters": "{:d}", "train_s_per_iter": "{:.3f}", "train_min": "{:.1f}", "peak_rss_mib": "{:.0f}"}
 
 
 def parse_entry(spec: str) -> Tuple[str, str, Optional[str]]:
@@ -218,17 +235,18 @@ def evaluate_entry(name: str, config: str, checkpoint: Optional[str], opts: Sequ
 
 
 def format_table(rows: Sequence[Dict]) -> str:
-    """Markdown table of :func:`evaluate_entry` results."""
-    head = "| model | " + " | ".join(title for _, title in COLUMNS) + " |"
-    sep = "|---|" + "---:|" * len(COLUMNS)
+    """Markdown table of :func:`evaluate_entry` results (with the training columns when any row
+    has them)."""
+    columns = COLUMNS + (TRAIN_COLUMNS if any("train_iters" in r for r in rows) else ())
+    head = "| model | " + " | ".join(title for _, title in columns) + " |"
+    sep = "|---|" + "---:|" * len(columns)
     lines = [head, sep]
     note = any(r.get("flop_counter") == "torch" for r in rows)
     for r in rows:
         cells = []
-        for key, _ in COLUMNS:
-            v = r[key]
-            cell = "n/a" if v != v else (f"{v:.1f}" if key in ("PQ", "PQ_th", "PQ_st", "mIoU", "ms_per_image")
-                                         else f"{v:.2f}")
+        for key, _ in columns:
+            v = r.get(key, float("nan"))
+            cell = "n/a" if v != v else _FORMATS.get(key, "{:.2f}").format(v)
             if key == "gflops" and r.get("flop_counter") == "torch":
                 cell += "*"
             cells.append(cell)
@@ -248,7 +266,27 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-images", type=int, default=0, help="evaluate at most this many test images (0: all)")
     p.add_argument("--json", default="", help="also write the results to this JSON file")
     p.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
+    p.add_argument("--train-budget-s", type=float, default=0.0,
+                   help="train every entry (no checkpoints) for the iterations that fit this many seconds first")
+    p.add_argument("--output-dir", default="output/compare", help="where --train-budget-s runs go (<dir>/<name>)")
+    p.add_argument("--train-opts", nargs="*", default=[], help="overrides for training only")
+    p.add_argument("--entry-opts", action="append", default=[], metavar="NAME:KEY=VALUE",
+                   help="an override for one entry (training and evaluation); repeat for more")
+    p.add_argument("--calibration-iters", type=int, default=8, help="iterations of the timing run (>= 4)")
     return p
+
+
+def parse_entry_opts(specs: Sequence[str], names: Sequence[str]) -> Dict[str, List[str]]:
+    """``["name:key=value", ...]`` -> ``{name: [key=value, ...]}`` (every name must be an entry)."""
+    out: Dict[str, List[str]] = {n: [] for n in names}
+    for spec in specs:
+        name, sep, override = spec.partition(":")
+        if not sep or "=" not in override:
+            raise ValueError(f"--entry-opts: expected name:key=value, got {spec!r}")
+        if name not in out:
+            raise ValueError(f"--entry-opts {spec!r}: {name!r} is not one of the entries {list(names)}")
+        out[name].append(override)
+    return out
 
 
 def main(argv: Optional[Sequence[str]] = None) -> List[Dict]:
@@ -261,10 +299,34 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict]:
     names = [e[0] for e in entries]
     if len(set(names)) != len(names):
         raise ValueError(f"--entries: duplicate names {names}")
-    for _, config, _ in entries:  # check the overrides against every config before evaluating any
-        load_config(config, args.opts)
-    rows = [evaluate_entry(n, c, k, args.opts, args.device, args.max_images or None, args.trust_pickle)
-            for n, c, k in entries]
+    per_entry = parse_entry_opts(args.entry_opts, names)
+    for name, config, _ in entries:  # check the overrides against every config before running any
+        load_config(config, list(args.opts) + per_entry[name])
+        if args.train_budget_s:
+            load_config(config, list(args.opts) + list(args.train_opts) + per_entry[name])
+    runs = {}
+    if args.train_budget_s:
+        from pe_panoptic.equal_budget import train_within_budget
+
+        given = [n for n, _, k in entries if k]
+        if given:
+            raise ValueError(f"--train-budget-s trains every entry: give no checkpoints (entries {given} have one)")
+        for name, config, _ in entries:
+            runs[name] = train_within_budget(name, config, args.train_budget_s, args.output_dir,
+                                             list(args.opts) + list(args.train_opts) + per_entry[name],
+                                             calibration_iters=args.calibration_iters)
+        entries = [(n, c, runs[n]["checkpoint"]) for n, c, _ in entries]
+    rows = []
+    for n, c, k in entries:
+        opts = list(args.opts) + per_entry[n]
+        if n in runs:  # the evaluator's files (predictions.json) go next to the training run
+            opts.append(f"train.output_dir={os.path.join(args.output_dir, n, 'eval')}")
+        row = evaluate_entry(n, c, k, opts, args.device, args.max_images or None, args.trust_pickle)
+        if n in runs:
+            from pe_panoptic.equal_budget import budget_columns
+
+            row.update(budget_columns(runs[n]), budget_s=args.train_budget_s)
+        rows.append(row)
     print(format_table(rows))
     if args.json:
         with open(args.json, "w") as f:
