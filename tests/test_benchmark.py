@@ -321,3 +321,30 @@ def test_train_against_times_both_in_one_run(tool, capsys, restore_threads):
     assert r["speedup_base_vs_against"] == pytest.approx(r["against_step_ms"] / r["step_ms"])
     with pytest.raises(SystemExit, match="--against needs --config-file"):
         tool.main(["train", *TINY, "--against", "a=1"])
+
+
+def test_pipeline_subcommand_compares_entries_in_one_run(tmp_path):
+    """pipeline: loader + model + post-processing + evaluators of two entries on the same images,
+    one run, with the ratio of their images/s; one entry alone is refused."""
+    import os
+    import subprocess
+    import sys
+
+    from pe_panoptic.data.synthetic import generate_synthetic_panoptic
+
+    d2 = tmp_path / "d2"
+    generate_synthetic_panoptic(str(d2 / "synthetic_panoptic"), seed=2, num_train=1, num_val=2)
+    env = dict(os.environ, DETECTRON2_DATASETS=str(d2), PYTHONWARNINGS="ignore")
+    cfg = str(ROOT / "configs/synthetic/pe_tiny.py")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tools/benchmark.py"), "pipeline", "--entries", f"a={cfg}", f"b={cfg}",
+         "--images", "2", "--rounds", "1", "--threads", "1", "--opts", "dataloader.test.num_workers=0"],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert r["subcommand"] == "pipeline" and r["images"] == 2 and set(r["entries"]) == {"a", "b"}
+    assert r["ratios"]["a"] == pytest.approx(1.0)
+    assert r["ratios"]["b"] == pytest.approx(r["entries"]["a"]["images_per_s"] / r["entries"]["b"]["images_per_s"])
+    bad = subprocess.run([sys.executable, str(ROOT / "tools/benchmark.py"), "pipeline", "--entries", f"a={cfg}"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "at least two" in bad.stderr

@@ -527,6 +527,15 @@ def build_parser() -> argparse.ArgumentParser:
     mm.add_argument("--decode-at", nargs="+", default=["output"], choices=["output", "image"])
     mm.add_argument("--num-classes", type=int, default=133)
 
+    pl = sub.add_parser("pipeline", help="evaluation pipeline images/s of several models, same images, one run")
+    pl.add_argument("--entries", nargs="+", required=True, metavar="NAME=CONFIG[:CHECKPOINT]")
+    pl.add_argument("--images", type=int, default=20, help="first N images of each config's test loader")
+    pl.add_argument("--rounds", type=int, default=2)
+    pl.add_argument("--device", default="auto")
+    pl.add_argument("--threads", type=int, default=None)
+    pl.add_argument("--trust-pickle", action="store_true", help="allow .pkl checkpoints (a pickle runs code)")
+    pl.add_argument("--opts", nargs="*", default=[], help="config overrides key=value applied to every entry")
+
     t = sub.add_parser("train", help="training images/s and peak memory")
     _add_model_args(t)
     common(t)
@@ -542,6 +551,63 @@ def build_parser() -> argparse.ArgumentParser:
                         "and report the ratio (e.g. --against model.decoder.upsample_impl=convtranspose)")
     t.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides key=value")
     return p
+
+
+def run_pipeline(args) -> dict:
+    """Evaluation pipeline images/s (test loader + model + post-processing + PQ / mIoU evaluators,
+    i.e. detectron2's ``inference_on_dataset``) of several models on the same images, in one run:
+    the entries alternate for ``--rounds`` rounds and each keeps its fastest round. The first
+    entry's images/s is divided by each other's (``ratio``)."""
+    from detectron2.config import instantiate
+    from detectron2.evaluation import inference_on_dataset
+
+    from pe_panoptic.checkpoint_io import load_weights
+    from pe_panoptic.config_overrides import load_config
+
+    if len(args.entries) < 2:
+        raise SystemExit("--entries needs at least two name=config[:checkpoint] entries to compare")
+    if args.images < 1 or args.rounds < 1:
+        raise SystemExit("--images and --rounds must be >= 1")
+    device = B.resolve_device(args.device)
+    threads = _set_threads(args.threads)
+    built = {}
+    for spec in args.entries:
+        name, sep, rest = spec.partition("=")
+        if not sep or not name or not rest:
+            raise SystemExit(f"--entries: {spec!r} is not name=config[:checkpoint]")
+        config, _, ckpt = rest.partition(":")
+        cfg = load_config(config, list(args.opts or []))
+        model = instantiate(cfg.model).to(device).eval()
+        if ckpt:
+            load_weights(model, ckpt, trust_pickle=args.trust_pickle)
+        items = list(itertools.islice(iter(instantiate(cfg.dataloader.test)), args.images))
+        if len(items) < args.images:
+            raise SystemExit(f"{name}: the test loader of {config} has only {len(items)} images")
+        cfg.dataloader.evaluator.output_dir = tempfile.mkdtemp(prefix=f"pe_pipeline_{name}_")
+        built[name] = (model, items, cfg.dataloader.evaluator, config, ckpt)
+    best = {name: float("inf") for name in built}
+    with torch.no_grad():
+        for _ in range(args.rounds):
+            for name, (model, items, ev_cfg, _, _) in built.items():
+                evaluator = instantiate(ev_cfg)
+                B.synchronize(device)
+                t0 = time.perf_counter()
+                inference_on_dataset(model, items, evaluator)
+                B.synchronize(device)
+                best[name] = min(best[name], time.perf_counter() - t0)
+    first = next(iter(built))
+    rows, per = [], {}
+    for name, (_, _, _, config, ckpt) in built.items():
+        ips = args.images / best[name]
+        per[name] = {"config": config, "checkpoint": ckpt, "seconds": best[name], "images_per_s": ips}
+        rows.append({"entry": name, "seconds": best[name], "images_per_s": ips,
+                     "ratio": (args.images / best[first]) / ips})
+    result = {"subcommand": "pipeline", "device": str(device), "threads": threads, "images": args.images,
+              "rounds": args.rounds, "entries": per,
+              "ratios": {r["entry"]: r["ratio"] for r in rows}}
+    title = (f"evaluation pipeline (loader + model + post-processing + evaluators) on {args.images} images, "
+             f"best of {args.rounds} rounds, {device} ({threads} threads); ratio = {first} images/s / entry images/s")
+    return _emit(title, rows, ["entry", "seconds", "images_per_s", "ratio"], result)
 
 
 def run_postprocess_memory(args) -> dict:
@@ -569,7 +635,7 @@ def run_postprocess_memory(args) -> dict:
     return ret
 
 
-COMMANDS = {"model": run_model, "postprocess": run_postprocess, "data": run_data, "train": run_train,
+COMMANDS = {"pipeline": run_pipeline, "model": run_model, "postprocess": run_postprocess, "data": run_data, "train": run_train,
             "postprocess-memory": run_postprocess_memory}
 
 
