@@ -338,7 +338,7 @@ def test_pipeline_subcommand_compares_entries_in_one_run(tmp_path):
     cfg = str(ROOT / "configs/synthetic/pe_tiny.py")
     proc = subprocess.run(
         [sys.executable, str(ROOT / "tools/benchmark.py"), "pipeline", "--entries", f"a={cfg}", f"b={cfg}",
-         "--images", "2", "--rounds", "1", "--threads", "1", "--opts", "dataloader.test.num_workers=0"],
+         "--rounds", "1", "--threads", "1", "--opts", "dataloader.test.num_workers=0"],
         env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads(proc.stdout.strip().splitlines()[-1])

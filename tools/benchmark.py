@@ -529,7 +529,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("pipeline", help="evaluation pipeline images/s of several models, same images, one run")
     pl.add_argument("--entries", nargs="+", required=True, metavar="NAME=CONFIG[:CHECKPOINT]")
-    pl.add_argument("--images", type=int, default=20, help="first N images of each config's test loader")
+    pl.add_argument("--images", type=int, default=0,
+                    help="first N images of each config's test loader (0: all; the panoptic evaluator scores "
+                         "against the whole split, so a subset only works with evaluators that allow it)")
     pl.add_argument("--rounds", type=int, default=2)
     pl.add_argument("--device", default="auto")
     pl.add_argument("--threads", type=int, default=None)
@@ -566,11 +568,11 @@ def run_pipeline(args) -> dict:
 
     if len(args.entries) < 2:
         raise SystemExit("--entries needs at least two name=config[:checkpoint] entries to compare")
-    if args.images < 1 or args.rounds < 1:
-        raise SystemExit("--images and --rounds must be >= 1")
+    if args.images < 0 or args.rounds < 1:
+        raise SystemExit("--images must be >= 0 (0: all) and --rounds >= 1")
     device = B.resolve_device(args.device)
     threads = _set_threads(args.threads)
-    built = {}
+    built, sizes = {}, {}
     for spec in args.entries:
         name, sep, rest = spec.partition("=")
         if not sep or not name or not rest:
@@ -580,9 +582,14 @@ def run_pipeline(args) -> dict:
         model = instantiate(cfg.model).to(device).eval()
         if ckpt:
             load_weights(model, ckpt, trust_pickle=args.trust_pickle)
-        items = list(itertools.islice(iter(instantiate(cfg.dataloader.test)), args.images))
-        if len(items) < args.images:
+        loader = instantiate(cfg.dataloader.test)
+        items = list(itertools.islice(iter(loader), args.images) if args.images else loader)
+        if args.images and len(items) < args.images:
             raise SystemExit(f"{name}: the test loader of {config} has only {len(items)} images")
+        if sizes and len(items) != next(iter(sizes.values())):
+            raise SystemExit(f"{name}: {len(items)} test images, but the first entry has {next(iter(sizes.values()))}: "
+                             "compare the entries on the same images")
+        sizes[name] = len(items)
         cfg.dataloader.evaluator.output_dir = tempfile.mkdtemp(prefix=f"pe_pipeline_{name}_")
         built[name] = (model, items, cfg.dataloader.evaluator, config, ckpt)
     best = {name: float("inf") for name in built}
@@ -598,14 +605,14 @@ def run_pipeline(args) -> dict:
     first = next(iter(built))
     rows, per = [], {}
     for name, (_, _, _, config, ckpt) in built.items():
-        ips = args.images / best[name]
+        ips = sizes[name] / best[name]
         per[name] = {"config": config, "checkpoint": ckpt, "seconds": best[name], "images_per_s": ips}
         rows.append({"entry": name, "seconds": best[name], "images_per_s": ips,
-                     "ratio": (args.images / best[first]) / ips})
-    result = {"subcommand": "pipeline", "device": str(device), "threads": threads, "images": args.images,
+                     "ratio": (sizes[first] / best[first]) / ips})
+    result = {"subcommand": "pipeline", "device": str(device), "threads": threads, "images": sizes[first],
               "rounds": args.rounds, "entries": per,
               "ratios": {r["entry"]: r["ratio"] for r in rows}}
-    title = (f"evaluation pipeline (loader + model + post-processing + evaluators) on {args.images} images, "
+    title = (f"evaluation pipeline (loader + model + post-processing + evaluators) on {sizes[first]} images, "
              f"best of {args.rounds} rounds, {device} ({threads} threads); ratio = {first} images/s / entry images/s")
     return _emit(title, rows, ["entry", "seconds", "images_per_s", "ratio"], result)
 
