@@ -43,6 +43,11 @@ except ImportError as e:  # pragma: no cover - exercised only on an incomplete i
     ) from e
 
 from .backbone import DINOv2Backbone
+from .data.validation import install_validation
+
+# importing mask2former registered its COCO "*_panoptic_with_sem_seg" datasets after pe_panoptic's
+# import-time validation: check them too when they are loaded
+install_validation()
 
 __all__ = [
     "build_mask2former_criterion",

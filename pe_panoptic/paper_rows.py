@@ -180,8 +180,8 @@ def _get(cfg, dotted: str, default=None):
     node = cfg
     for part in dotted.split("."):
         try:
-            node = node[part]
-        except (KeyError, TypeError, AttributeError):
+            node = node[int(part)] if part.isdigit() else node[part]  # list items by index
+        except (KeyError, TypeError, AttributeError, IndexError):
             return default
     return node
 
@@ -210,20 +210,24 @@ def check_row(row: PaperRow, cfg, root: Optional[str] = None) -> list:
         if not ok:
             out.append(f"{row.config}: {key} is {got!r}, {row.label} needs {want_!r}")
 
+    # the panoptic mapper: the loader's own, or the first of a mixed loader's (stage 3 with depth:
+    # COCO panoptic + NYUv2 depth, pe_panoptic.data.mixed)
+    mapper = "dataloader.train.mapper" if _get(cfg, "dataloader.train.mapper") is not None else \
+        "dataloader.train.mappers.0"
     name, indices, width = BACKBONES[row.backbone]
     expect("model.backbone.model_name", name)
     expect("model.backbone.out_indices", indices)
     expect("model.decoder.in_channels", 4 * width)
     expect("model.decoder.num_upsample", row.num_upsample)
-    expect("dataloader.train.mapper.output_stride", 14 / 2**row.num_upsample, close=True)
-    expect("dataloader.train.mapper.input_size", row.input_size)
+    expect(f"{mapper}.output_stride", 14 / 2**row.num_upsample, close=True)
+    expect(f"{mapper}.input_size", row.input_size)
     enc = _plain(_get(cfg, "model.encoding")) or {}
     expect("model.encoding.name", row.encoding[0], got=enc.get("name"))
     if row.encoding[0] == "pe":
         expect("model.encoding.num_harmonics", row.encoding[1], got=enc.get("num_harmonics", 4))
-    expect("dataloader.train.mapper.use_eds", row.eds)
-    expect("dataloader.train.mapper.include_void", row.include_void)
-    expect("dataloader.train.mapper.eds_D", 20.0, close=True)  # both papers: D = 20
+    expect(f"{mapper}.use_eds", row.eds)
+    expect(f"{mapper}.include_void", row.include_void)
+    expect(f"{mapper}.eds_D", 20.0, close=True)  # both papers: D = 20
     probs = _plain(_get(cfg, "model.task_probs"))
     if row.task_probs is None:
         expect("model.task_probs", None, got=probs)

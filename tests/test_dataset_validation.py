@@ -119,6 +119,7 @@ def test_registered_datasets_are_checked_when_loaded(coco_copy, tmp_path):
     json_file, images, pngs = coco_copy(lambda d: d["annotations"][1]["segments_info"][0].update(category_id=9999))
     name = "validation_test_coco_copy"
     categories = {k: v for k, v in meta().items() if "classes" in k or "colors" in k or "contiguous" in k}
+    install_validation()  # datasets that other packages registered since import (e.g. mask2former's)
     register_coco_panoptic(name, categories, images, pngs, json_file)
     try:
         assert install_validation() == [name]
