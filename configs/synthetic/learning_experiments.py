@@ -1,5 +1,5 @@
-# Controlled instance-learning experiments (README "Instance learning: what holds the model on the
-# void plateau"), run by tools/learning_experiments.py. Every variant is the base config plus the
+# Controlled instance-learning experiments (README "Instance learning with real weights
+# (measured)": what held the model on the void plateau), run by tools/learning_experiments.py. Every variant is the base config plus the
 # overrides listed here, one factor changed at a time from the base recipe (configs/synthetic/pe_vits_base.py:
 # real DINOv2 ViT-S/14, first 6 blocks, official forward, EDS, DICE, TV off, offset instance head).
 #
