@@ -110,23 +110,13 @@ def _concat(features: Features) -> torch.Tensor:
     return torch.cat(maps, dim=1)
 
 
-def _pixel_uv(h: int, w: int, like: torch.Tensor) -> torch.Tensor:
-    """Normalized centres ``[2, h, w]`` (u, v in (-1, 1)) of an ``h x w`` map covering the input
-    frame: the same coordinates as the centroid targets (:func:`pe_panoptic.encoding.grid_centers`)."""
-    from .encoding import grid_centers
-
-    u = grid_centers(w, like.device, torch.float32)
-    v = grid_centers(h, like.device, torch.float32)
-    return torch.stack((u[None, :].expand(h, w), v[:, None].expand(h, w)))
-
-
 def position_channels(kind: str, h: int, w: int, like: torch.Tensor, num_harmonics: int = 4) -> torch.Tensor:
     """Position channels ``[C, h, w]`` (CoordConv, Liu et al. 2018): ``"xy"`` the normalized u, v
     (2 channels); ``"pe"`` their sine-cosine embedding with the instance target's harmonics
     (``4 L`` channels, :func:`pe_panoptic.encoding.positional_embedding`)."""
-    from .encoding import positional_embedding
+    from .encoding import pixel_centers, positional_embedding
 
-    uv = _pixel_uv(h, w, like)
+    uv = pixel_centers(h, w, like.device)
     if kind == "xy":
         return uv
     if kind == "pe":
@@ -165,12 +155,12 @@ def code_from_offset(z: torch.Tensor, num_harmonics: int) -> torch.Tensor:
     pixel's own normalized position. The network regresses the offset to its centroid, as
     Panoptic-DeepLab does, and a magnitude ``r`` (0 = the void code); the loss (Eq. 4), the DICE
     loss and the nearest-grid decoding still act on the PE code, unchanged."""
-    from .encoding import positional_embedding
+    from .encoding import pixel_centers, positional_embedding
 
     B, C, H, W = z.shape
     if C != _OFFSET_CHANNELS:
         raise ValueError(f"code_from_offset: expected {_OFFSET_CHANNELS} channels (du, dv, r), got {C}")
-    uv = _pixel_uv(H, W, z).to(z.dtype)[None] + z[:, :2]  # B 2 H W: the predicted centroid
+    uv = pixel_centers(H, W, z.device).to(z.dtype)[None] + z[:, :2]  # B 2 H W: the predicted centroid
     pe = positional_embedding(uv, num_harmonics)  # B 2 H W 2L
     code = pe.permute(0, 1, 4, 2, 3).reshape(B, 4 * num_harmonics, H, W)
     return z[:, 2:3] * code

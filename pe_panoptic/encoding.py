@@ -30,6 +30,7 @@ import torch.nn.functional as F
 __all__ = [
     "positional_embedding",
     "grid_centers",
+    "pixel_centers",
     "normalize_coords",
     "Decoded",
     "CentroidEncoding",
@@ -50,6 +51,15 @@ def positional_embedding(p: torch.Tensor, num_harmonics: int) -> torch.Tensor:
 def grid_centers(n: int, device=None, dtype=torch.float32) -> torch.Tensor:
     """Normalized centers of ``n`` grid cells along one axis: ``-1 + (2k + 1) / n``."""
     return -1.0 + (2.0 * torch.arange(n, device=device, dtype=dtype) + 1.0) / n
+
+
+def pixel_centers(h: int, w: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Normalized centres ``[2, h, w]`` (u, v in (-1, 1)) of the pixels of an ``h x w`` map
+    covering the input frame: :func:`grid_centers` along each axis, the coordinates of the
+    centroid targets."""
+    u = grid_centers(w, device, dtype)
+    v = grid_centers(h, device, dtype)
+    return torch.stack((u[None, :].expand(h, w), v[:, None].expand(h, w)))
 
 
 def normalize_coords(x: torch.Tensor, size: int) -> torch.Tensor:

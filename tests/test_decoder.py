@@ -189,11 +189,12 @@ def test_heads_rotary_option():
 
 def test_offset_head_gives_code_of_predicted_centroid():
     """(du, dv, r) = (c - u, c - v, r) at every pixel -> r * PE(c) (paper Eq. 3); r = 0 -> void."""
-    from pe_panoptic.decoder import _pixel_uv, code_from_offset
+    from pe_panoptic.decoder import code_from_offset
+    from pe_panoptic.encoding import pixel_centers
     from pe_panoptic.encoding import PositionalEncoding
 
     z = torch.zeros(1, 3, 6, 8)
-    uv = _pixel_uv(6, 8, z)
+    uv = pixel_centers(6, 8)
     c = torch.tensor([0.3, -0.2])
     z[:, :2] = c[None, :, None, None] - uv[None]
     z[:, 2] = 1.5

@@ -104,8 +104,8 @@ def offset_l1_map(offset: torch.Tensor, uv: torch.Tensor, valid: torch.Tensor) -
     ``offset [B, 2, H, W]`` is the predicted (du, dv) in normalized units, ``uv [B, 2, H, W]`` the
     normalized target centroid, ``valid [B, H, W]`` the instance pixels. Per pixel
     ``|u + du - c_u| + |v + dv - c_v|`` with ``(u, v)`` the pixel's own normalized centre
-    (:func:`pe_panoptic.encoding.grid_centers`); 0 on void pixels (excluded with a ``where``)."""
-    from ..encoding import grid_centers
+    (:func:`pe_panoptic.encoding.pixel_centers`); 0 on void pixels (excluded with a ``where``)."""
+    from ..encoding import pixel_centers
 
     fn = "offset_l1_map"
     check_ndim(fn, "offset", offset, 4, "[B, 2, H, W]")
@@ -113,9 +113,6 @@ def offset_l1_map(offset: torch.Tensor, uv: torch.Tensor, valid: torch.Tensor) -
     if offset.shape[1] != 2:
         raise ValueError(f"{fn}: offset must be [B, 2, H, W], got {tuple(offset.shape)}")
     check_spatial(fn, "offset", offset, "valid", valid)
-    B, _, H, W = offset.shape
-    u = grid_centers(W, offset.device, offset.dtype)[None, :].expand(H, W)
-    v = grid_centers(H, offset.device, offset.dtype)[:, None].expand(H, W)
-    centre = torch.stack((u, v))[None] + offset
+    centre = pixel_centers(*offset.shape[-2:], offset.device, offset.dtype)[None] + offset
     err = (centre - uv.to(offset.dtype)).abs().sum(1)
     return torch.where(valid.bool(), err, torch.zeros_like(err))
