@@ -15,6 +15,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, build_detection_test_loader
 from detectron2.evaluation import COCOPanopticEvaluator, inference_on_dataset
 
+from conftest import save_untrained_checkpoint
 from pe_panoptic.backbone import DINOv2Backbone
 from pe_panoptic.data.mapper import PanopticCentroidDatasetMapper, build_test_augmentations
 from pe_panoptic.data.synthetic import generate_synthetic_panoptic, register_synthetic_panoptic
@@ -112,16 +113,7 @@ def test_tool_on_a_checkpoint(tmp_path):
     gen(str(d2 / "synthetic_panoptic"), seed=2, num_train=1, num_val=2)
     env = dict(os.environ, DETECTRON2_DATASETS=str(d2), PYTHONWARNINGS="ignore")
     cfg = os.path.join(ROOT, "configs/synthetic/pe_tiny.py")
-    ckpt = tmp_path / "model.pth"
-    script = (
-        "import sys; sys.path.insert(0, %r); import pe_panoptic\n"
-        "from detectron2.config import LazyConfig, instantiate\n"
-        "from detectron2.checkpoint import DetectionCheckpointer\n"
-        "import torch; torch.manual_seed(0)\n"
-        "m = instantiate(LazyConfig.load(%r).model)\n"
-        "DetectionCheckpointer(m, save_dir=%r).save('model')\n"
-    ) % (ROOT, cfg, str(tmp_path))
-    subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True, timeout=300)
+    ckpt = save_untrained_checkpoint(cfg, tmp_path, env)
     assert ckpt.is_file()
     out = tmp_path / "m.json"
     proc = subprocess.run(

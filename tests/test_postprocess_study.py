@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+from conftest import save_untrained_checkpoint
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -16,19 +18,11 @@ def test_study_tool_on_a_checkpoint(tmp_path):
     gen(str(d2 / "synthetic_panoptic_small"), seed=3, num_train=1, num_val=2, image_size=(112, 112))
     env = dict(os.environ, DETECTRON2_DATASETS=str(d2), PYTHONWARNINGS="ignore")
     cfg = os.path.join(ROOT, "configs/synthetic/pe_tiny.py")
-    script = (
-        "import sys; sys.path.insert(0, %r); import pe_panoptic\n"
-        "from detectron2.config import LazyConfig, instantiate\n"
-        "from detectron2.checkpoint import DetectionCheckpointer\n"
-        "import torch; torch.manual_seed(0)\n"
-        "m = instantiate(LazyConfig.load(%r).model)\n"
-        "DetectionCheckpointer(m, save_dir=%r).save('model')\n"
-    ) % (ROOT, cfg, str(tmp_path))
-    subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True, timeout=300)
+    ckpt = save_untrained_checkpoint(cfg, tmp_path, env)
     out = tmp_path / "study"
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, "tools/postprocess_study.py"), "--config-file", cfg, "--checkpoint",
-         str(tmp_path / "model.pth"), "--output", str(out), "--datasets", "synthetic_panoptic_val",
+         str(ckpt), "--output", str(out), "--datasets", "synthetic_panoptic_val",
          "synthetic_panoptic_small_val", "dataloader.test.num_workers=0"],
         env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
