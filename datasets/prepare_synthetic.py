@@ -13,14 +13,9 @@ parameters regenerate. The result is registered as ``synthetic_panoptic_train`` 
 """
 import argparse
 import os
-import sys
 import time
 
-try:
-    from pe_panoptic.data.synthetic import SceneConfig, VARIANTS, default_synthetic_root, generate_synthetic_panoptic
-except ImportError:  # running from a checkout without `pip install -e .`
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from pe_panoptic.data.synthetic import SceneConfig, VARIANTS, default_synthetic_root, generate_synthetic_panoptic
+from pe_panoptic.data.synthetic import SceneConfig, VARIANTS, default_synthetic_root, generate_synthetic_panoptic
 
 
 def parse_args(argv=None):

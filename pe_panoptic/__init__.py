@@ -12,6 +12,6 @@ COCO and Cityscapes panoptic use detectron2's builtin registrations.
 """
 __version__ = "0.1.0"
 
-from . import backbone  # noqa: F401,E402  (BACKBONE_REGISTRY)
-from . import data  # noqa: F401,E402  (datasets, mappers)
-from . import meta_arch  # noqa: F401,E402  (META_ARCH_REGISTRY)
+from pe_panoptic.modeling import backbone  # noqa: F401,E402  (BACKBONE_REGISTRY)
+from pe_panoptic import data  # noqa: F401,E402  (datasets, mappers)
+from pe_panoptic.modeling import meta_arch  # noqa: F401,E402  (META_ARCH_REGISTRY)

@@ -1,4 +1,4 @@
-"""pe_panoptic.analysis, tools/analyze_encoding.py and tools/analyze_sizes.py on hand-computed
+"""pe_panoptic.studies.analysis, tools/analyze_encoding.py and tools/analyze_sizes.py on hand-computed
 inputs."""
 import importlib.util
 import json
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pe_panoptic.analysis import (
+from pe_panoptic.studies.analysis import (
     binned_mean_iou,
     encoding_contrast,
     instance_ious,

@@ -1,4 +1,4 @@
-"""DINOv2 backbone (pe_panoptic/backbone.py) and checkpoint loading (pe_panoptic/checkpoint.py)."""
+"""DINOv2 backbone (pe_panoptic/modeling/backbone.py) and checkpoint loading (pe_panoptic/modeling/backbone_weights.py)."""
 import math
 import re
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pe_panoptic.backbone import DINOv2Backbone, add_dinov2_config, build_dinov2_backbone
-from pe_panoptic.checkpoint import (
+from pe_panoptic.modeling.backbone import DINOv2Backbone, add_dinov2_config, build_dinov2_backbone
+from pe_panoptic.modeling.backbone_weights import (
     convert_dinov2_official_to_timm,
     detect_layout,
     load_backbone_weights,
@@ -276,7 +276,7 @@ def test_missing_unexpected_and_shape_errors(tmp_path):
 
 
 def test_sincos_pos_embed_init():
-    from pe_panoptic.backbone import DINOv2Backbone, sincos_2d
+    from pe_panoptic.modeling.backbone import DINOv2Backbone, sincos_2d
 
     emb = sincos_2d(2, 3, 8)
     assert emb.shape == (6, 8)

@@ -1,4 +1,4 @@
-"""tools/benchmark.py and its helpers (pe_panoptic/benchmark.py) on tiny inputs.
+"""tools/benchmark.py and its helpers (pe_panoptic/studies/benchmark.py) on tiny inputs.
 
 No timing assertions: the subcommands must run end to end and print, as their last line, a JSON
 object with the figures; the helpers are checked against hand-computed values and against the
@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pe_panoptic import benchmark as B
+from pe_panoptic.studies import benchmark as B
 from pe_panoptic.encoding import build_encoding
 from pe_panoptic.postprocess import PostProcessConfig, instance_map_from_outputs, panoptic_from_outputs
-from pe_panoptic.targets import panoptic_targets
+from pe_panoptic.data.targets import panoptic_targets
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["--backbone", "vit_small_patch14_dinov2", "--model-kwargs", '{"depth": 2, "embed_dim": 48, "num_heads": 2}',

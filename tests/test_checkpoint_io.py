@@ -1,4 +1,4 @@
-"""pe_panoptic.checkpoint_io: the strict checkpoint loader every tool uses (pickles only when
+"""pe_panoptic.engine.checkpoint_io: the strict checkpoint loader every tool uses (pickles only when
 trusted, non-checkpoint files named, NaN / inf refused, no silently skipped, missing or unexpected
 keys unless allowed by prefix, resume always exact)."""
 import fractions
@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from detectron2.checkpoint import DetectionCheckpointer
-from pe_panoptic.checkpoint_io import CheckpointError, StrictCheckpointer, UntrustedCheckpointError, load_weights
+from pe_panoptic.engine.checkpoint_io import CheckpointError, StrictCheckpointer, UntrustedCheckpointError, load_weights
 
 
 class Net(nn.Module):

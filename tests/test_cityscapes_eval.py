@@ -9,7 +9,7 @@ from PIL import Image
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from panopticapi.utils import rgb2id
 
-from pe_panoptic.engine import build_evaluators
+from pe_panoptic.evaluation.build import build_evaluators
 from pe_panoptic.evaluation.cityscapes import CityscapesPanopticEvaluator, to_dataset_segments
 
 NAME = "cityscapes_fine_panoptic_val"

@@ -90,10 +90,10 @@ def test_timed_model_and_table():
 
 
 # ------------------------------------------------------------------------------------------
-# pe_panoptic.baselines
+# pe_panoptic.baselines.panoptic_fpn
 # ------------------------------------------------------------------------------------------
 def test_separated_metadata_of_the_synthetic_dataset():
-    from pe_panoptic.baselines import separated_metadata
+    from pe_panoptic.baselines.panoptic_fpn import separated_metadata
 
     meta = separated_metadata("synthetic_panoptic_val")
     assert meta["thing_dataset_id_to_contiguous_id"] == {1: 0, 2: 1, 3: 2, 4: 3}
@@ -103,7 +103,7 @@ def test_separated_metadata_of_the_synthetic_dataset():
 
 
 def test_stuff_only_map():
-    from pe_panoptic.baselines import stuff_only_map
+    from pe_panoptic.baselines.panoptic_fpn import stuff_only_map
 
     pan = np.array([[0, 7, 7], [9, 9, 300], [300, 5, 0]])
     infos = [{"id": 7, "category_id": 2}, {"id": 9, "category_id": 12}, {"id": 300, "category_id": 11},
@@ -118,7 +118,7 @@ def test_semantic_from_panoptic_fpn_outputs():
     """Segment classes where the panoptic output has segments; elsewhere the best stuff class
     (never the "things" channel 0) of the semantic head; all in standard contiguous ids
     (synthetic: things 0-3, stuff sky/grass/wall = 4/5/6)."""
-    from pe_panoptic.baselines import SemanticFromPanopticOutputs
+    from pe_panoptic.baselines.panoptic_fpn import SemanticFromPanopticOutputs
 
     class Sink:
         def process(self, inputs, outputs):

@@ -29,10 +29,10 @@ def n_params(model):
 
 
 # ------------------------------------------------------------------------------------------
-# pe_panoptic.recipes
+# pe_panoptic.engine.recipes
 # ------------------------------------------------------------------------------------------
 def test_epochs_to_iters_matches_the_paper():
-    from pe_panoptic.recipes import epochs_to_iters, iters_to_epochs
+    from pe_panoptic.engine.recipes import epochs_to_iters, iters_to_epochs
 
     # paper_v1: "200 epochs or 92K steps" at effective batch 256: 200 * 118287 / 256 = 92411.7
     assert epochs_to_iters(200, COCO_TRAIN, 32, 8) == 92412
@@ -48,7 +48,7 @@ def test_epochs_to_iters_matches_the_paper():
 
 
 def test_split_effective_batch():
-    from pe_panoptic.recipes import make_recipe, split_effective_batch
+    from pe_panoptic.engine.recipes import make_recipe, split_effective_batch
 
     assert split_effective_batch(1024, 8, 64) == (64, 2)
     assert split_effective_batch(512, 8, 64) == (64, 1)
@@ -66,7 +66,7 @@ def test_split_effective_batch():
 
 
 def test_resolve_accumulate_steps():
-    from pe_panoptic.recipes import resolve_accumulate_steps
+    from pe_panoptic.engine.recipes import resolve_accumulate_steps
 
     assert resolve_accumulate_steps({"accumulate_steps": "auto", "effective_batch_size": 1024}, 512) == 2
     assert resolve_accumulate_steps({"accumulate_steps": "auto", "effective_batch_size": 16}, 1) == 16
@@ -82,7 +82,7 @@ def test_resolve_accumulate_steps():
 
 
 def test_set_input_size_rejects_non_multiples_of_14():
-    from pe_panoptic.recipes import set_input_size
+    from pe_panoptic.engine.recipes import set_input_size
 
     dl = {"train": {"mapper": {"input_size": 0, "augmentations": {"size": 0}}},
           "test": {"mapper": {"augmentations": {"size": 0}}}}
@@ -93,7 +93,7 @@ def test_set_input_size_rejects_non_multiples_of_14():
 
 
 def test_set_decoder_upsampling_keeps_mapper_and_decoder_together():
-    from pe_panoptic.recipes import set_decoder_upsampling
+    from pe_panoptic.engine.recipes import set_decoder_upsampling
 
     model, dataloader = {"decoder": {}}, {"train": {"mapper": {}}}
     set_decoder_upsampling(model, dataloader, 4)
@@ -326,7 +326,7 @@ def test_train_net_runs_vitl_stage3(d2_datasets, tmp_path):
 # speed options: the torch.compile switch (train.compile)
 # ------------------------------------------------------------------------------------------
 def test_maybe_compile_compiles_the_network_parts_in_place():
-    from pe_panoptic.engine import maybe_compile
+    from pe_panoptic.engine.trainer import maybe_compile
 
     class Net(torch.nn.Module):
         def __init__(self):

@@ -19,8 +19,8 @@ from panopticapi.utils import id2rgb, rgb2id
 
 from pe_panoptic.data.errors import InvalidSampleError
 from pe_panoptic.data.mapper import PanopticCentroidDatasetMapper
-from pe_panoptic.engine import build_evaluators
-from pe_panoptic.targets import output_sample_indices
+from pe_panoptic.evaluation.build import build_evaluators
+from pe_panoptic.data.targets import output_sample_indices
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DATA_CONFIGS = ROOT / "configs" / "common" / "data"
@@ -91,7 +91,7 @@ def test_coco_data_config_end_to_end(d2_datasets, tmp_path, caplog):
     cfg.dataloader.evaluator.output_dir = str(tmp_path)
     evs = instantiate(cfg.dataloader.evaluator)._evaluators
     assert [type(e).__name__ for e in evs] == ["COCOPanopticEvaluator", "PanopticSemSegEvaluator"]
-    with caplog.at_level(logging.WARNING, logger="pe_panoptic.engine"):
+    with caplog.at_level(logging.WARNING, logger="pe_panoptic.engine.trainer"):
         evs = build_evaluators("coco_2017_val_panoptic", str(tmp_path), with_depth=True)._evaluators
     assert len(evs) == 2 and "has no metric depth ground truth" in caplog.text
 

@@ -1,9 +1,9 @@
-"""Shallow decoder and per-pixel heads (pe_panoptic/decoder.py)."""
+"""Shallow decoder and per-pixel heads (pe_panoptic/modeling/decoder.py)."""
 import pytest
 import torch
 from detectron2.layers import ShapeSpec
 
-from pe_panoptic.decoder import PixelHeads, TransposedConvDecoder, concat_channels
+from pe_panoptic.modeling.decoder import PixelHeads, TransposedConvDecoder, concat_channels
 
 
 def maps(b=2, c=(48, 48, 48, 48), h=5, w=6, seed=0):
@@ -110,7 +110,7 @@ def test_decoder_heads_backprop():
 
 @pytest.mark.parametrize("bias", [True, False])
 def test_upsample2x_equals_conv_transpose(bias):
-    from pe_panoptic.decoder import Upsample2x
+    from pe_panoptic.modeling.decoder import Upsample2x
 
     torch.manual_seed(0)
     m = Upsample2x(7, 5, bias=bias)
@@ -129,7 +129,7 @@ def test_upsample2x_equals_conv_transpose(bias):
 
 
 def test_position_channels_values():
-    from pe_panoptic.decoder import position_channels
+    from pe_panoptic.modeling.decoder import position_channels
     from pe_panoptic.encoding import positional_embedding
 
     like = torch.zeros(1)
@@ -157,7 +157,7 @@ def test_decoder_position_input(kind, extra):
 def test_rotary_head_rotates_own_position_code():
     """z = (1, 0) per harmonic gives the pixel's own position code; z = e^{i w_l (c - u)} gives
     the code of c at every pixel (paper Eq. 3), i.e. the rotary head can express every target."""
-    from pe_panoptic.decoder import rotate_by_position
+    from pe_panoptic.modeling.decoder import rotate_by_position
     from pe_panoptic.encoding import PositionalEncoding, grid_centers
 
     L, H, W = 4, 6, 8
@@ -189,7 +189,7 @@ def test_heads_rotary_option():
 
 def test_offset_head_gives_code_of_predicted_centroid():
     """(du, dv, r) = (c - u, c - v, r) at every pixel -> r * PE(c) (paper Eq. 3); r = 0 -> void."""
-    from pe_panoptic.decoder import code_from_offset
+    from pe_panoptic.modeling.decoder import code_from_offset
     from pe_panoptic.encoding import pixel_centers
     from pe_panoptic.encoding import PositionalEncoding
 
@@ -209,7 +209,7 @@ def test_offset_head_gives_code_of_predicted_centroid():
 def test_image_skip_sees_the_image_at_the_output_stride():
     """image_skip=C: the resized input image joins the last upsampled map before the final conv;
     the output then depends on the image, and a missing image is a clear error."""
-    from pe_panoptic.decoder import TransposedConvDecoder
+    from pe_panoptic.modeling.decoder import TransposedConvDecoder
 
     torch.manual_seed(0)
     dec = TransposedConvDecoder(in_channels=8, width=16, num_upsample=3, image_skip=4).eval()
@@ -233,10 +233,10 @@ def test_image_skip_sees_the_image_at_the_output_stride():
 def test_image_skip_through_model_and_exportable_network():
     """PixelCentroidHead passes the normalized input to an image_skip decoder; the exportable
     network computes the same outputs."""
-    from pe_panoptic.backbone import DINOv2Backbone
-    from pe_panoptic.decoder import TransposedConvDecoder
-    from pe_panoptic.export import ExportableNetwork
-    from pe_panoptic.meta_arch import PixelCentroidHead
+    from pe_panoptic.modeling.backbone import DINOv2Backbone
+    from pe_panoptic.modeling.decoder import TransposedConvDecoder
+    from pe_panoptic.export.exporter import ExportableNetwork
+    from pe_panoptic.modeling.meta_arch import PixelCentroidHead
 
     torch.manual_seed(0)
     model = PixelCentroidHead(
@@ -256,7 +256,7 @@ def test_image_skip_through_model_and_exportable_network():
 def test_upsample_impl_switch_gives_the_same_decoder_output():
     """upsample_impl="convtranspose" (PyTorch's path, kept for the speed comparison) computes the
     same decoder output as the default matmul + pixel shuffle; a bad name is refused."""
-    from pe_panoptic.decoder import TransposedConvDecoder
+    from pe_panoptic.modeling.decoder import TransposedConvDecoder
 
     torch.manual_seed(0)
     a = TransposedConvDecoder(in_channels=6, width=8, num_upsample=2).eval()

@@ -1,4 +1,4 @@
-"""pe_panoptic.visualize (centroid colour map, decoded centroids, EDS map) and tools/demo.py on
+"""pe_panoptic.studies.visualize (centroid colour map, decoded centroids, EDS map) and tools/demo.py on
 images, a dataset with ground truth, a COCO panoptic JSON and a video."""
 import colorsys
 import dataclasses
@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pe_panoptic.visualize import (
+from pe_panoptic.studies.visualize import (
     HUE_RANGE,
     cells_to_image_xy,
     centroid_colors,
@@ -112,8 +112,8 @@ def test_oracle_embedding_decodes_to_gt_centroids(d2_datasets):
     from pe_panoptic.data.mapper import PanopticCentroidDatasetMapper, build_test_augmentations, read_panoptic_ids
     from pe_panoptic.encoding import PositionalEncoding
     from pe_panoptic.postprocess import decode_cells
-    from pe_panoptic.targets import instance_centroids
-    from pe_panoptic.visualize import resize_labels
+    from pe_panoptic.data.targets import instance_centroids
+    from pe_panoptic.studies.visualize import resize_labels
 
     d = DatasetCatalog.get(COCO)[0]
     mapped = PanopticCentroidDatasetMapper(False, augmentations=build_test_augmentations(840), with_targets=True,

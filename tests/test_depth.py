@@ -30,7 +30,7 @@ from pe_panoptic.data.errors import InvalidSampleError
 from pe_panoptic.data.mapper import PanopticCentroidDatasetMapper, build_train_augmentations
 from pe_panoptic.data.nyu import load_nyuv2_depth, read_split_list, register_nyuv2_depth
 from pe_panoptic.evaluation.depth import DepthEvaluator, depth_metrics, eigen_crop_mask
-from pe_panoptic.targets import output_sample_indices
+from pe_panoptic.data.targets import output_sample_indices
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -16,12 +16,12 @@ from detectron2.data import DatasetCatalog, build_detection_test_loader
 from detectron2.evaluation import COCOPanopticEvaluator, inference_on_dataset
 
 from conftest import save_untrained_checkpoint
-from pe_panoptic.backbone import DINOv2Backbone
+from pe_panoptic.modeling.backbone import DINOv2Backbone
 from pe_panoptic.data.mapper import PanopticCentroidDatasetMapper, build_test_augmentations
 from pe_panoptic.data.synthetic import generate_synthetic_panoptic, register_synthetic_panoptic
-from pe_panoptic.decoder import TransposedConvDecoder
+from pe_panoptic.modeling.decoder import TransposedConvDecoder
 from pe_panoptic.evaluation.variants import evaluate_postprocess_variants, variant_grid, variant_name
-from pe_panoptic.meta_arch import PixelCentroidHead
+from pe_panoptic.modeling.meta_arch import PixelCentroidHead
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _spec = importlib.util.spec_from_file_location("oracle_pq", os.path.join(ROOT, "tools", "oracle_pq.py"))

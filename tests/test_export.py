@@ -1,4 +1,4 @@
-"""pe_panoptic.export and tools/export.py: TorchScript / ONNX exports of a tiny model give the
+"""pe_panoptic.export.exporter and tools/export.py: TorchScript / ONNX exports of a tiny model give the
 same raw outputs and the same panoptic result as eager PyTorch (onnxruntime on the CPU)."""
 import importlib.util
 import json
@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from pe_panoptic.backbone import DINOv2Backbone
-from pe_panoptic.decoder import TransposedConvDecoder
-from pe_panoptic.export import (
+from pe_panoptic.modeling.backbone import DINOv2Backbone
+from pe_panoptic.modeling.decoder import TransposedConvDecoder
+from pe_panoptic.export.exporter import (
     ExportableNetwork,
     OnnxPanopticPredictor,
     export_metadata,
@@ -22,7 +22,7 @@ from pe_panoptic.export import (
     register_onnx_symbolics,
     trace_size,
 )
-from pe_panoptic.meta_arch import PixelCentroidHead
+from pe_panoptic.modeling.meta_arch import PixelCentroidHead
 
 ort = pytest.importorskip("onnxruntime")
 ROOT = pathlib.Path(__file__).resolve().parents[1]

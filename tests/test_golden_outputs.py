@@ -106,7 +106,7 @@ def _run_case(prefix: str, cfg, train_dicts, test_dicts) -> dict:
 
 
 def _demo_cfg(inst_position: str, d2: str):
-    from pe_panoptic.config_overrides import load_config
+    from pe_panoptic.engine.config_overrides import load_config
 
     cfg = load_config(os.path.join(ROOT, "configs/synthetic/pe_vits.py"))
     # pinned: the demo network of the golden commit
@@ -181,7 +181,7 @@ def test_coco_fixture_golden(golden):
     require_testdata()
     from detectron2.data import DatasetCatalog
 
-    from pe_panoptic.config_overrides import load_config
+    from pe_panoptic.engine.config_overrides import load_config
 
     torch.set_num_threads(2)
     cfg = load_config(os.path.join(ROOT, "configs/coco/vitb_ablation_420.py"))

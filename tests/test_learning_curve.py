@@ -1,11 +1,11 @@
-"""Learning-curve diagnostics and hook (pe_panoptic/learning_curve.py)."""
+"""Learning-curve diagnostics and hook (pe_panoptic/engine/learning_curve.py)."""
 import json
 import math
 
 import torch
 
 from pe_panoptic.encoding import PositionalEncoding
-from pe_panoptic.learning_curve import LearningCurveHook, instance_code_diagnostics
+from pe_panoptic.engine.learning_curve import LearningCurveHook, instance_code_diagnostics
 
 
 def test_diagnostics_by_hand():

@@ -1,11 +1,11 @@
-"""Losses (paper Eq. 1, 4, 6-14; pe_panoptic/losses/) against hand computations and brute-force loops."""
+"""Losses (paper Eq. 1, 4, 6-14; pe_panoptic/modeling/losses/) against hand computations and brute-force loops."""
 import math
 
 import pytest
 import torch
 
 from pe_panoptic.encoding import BinEncoding, PositionalEncoding, RGBEncoding
-from pe_panoptic.losses import (
+from pe_panoptic.modeling.losses import (
     PixelCentroidCriterion,
     affine_invariant_disparity_loss,
     generalized_dice_loss,
@@ -529,7 +529,7 @@ def test_criterion_bad_inputs():
 
 # ------------------------------------------------ direct offset loss (not in the paper; a switch)
 def test_offset_l1_map_hand_computed():
-    from pe_panoptic.losses import offset_l1_map
+    from pe_panoptic.modeling.losses import offset_l1_map
 
     # 1 x 2 map: pixel centres u = -0.5, 0.5 (grid_centers(2)), v = 0 (grid_centers(1))
     offset = torch.tensor([[[[0.25, -0.5]], [[0.1, 0.0]]]])  # du, dv
@@ -543,7 +543,7 @@ def test_offset_l1_map_hand_computed():
 
 
 def test_criterion_offset_weight_adds_the_direct_offset_loss():
-    from pe_panoptic.losses import offset_l1_map
+    from pe_panoptic.modeling.losses import offset_l1_map
 
     torch.manual_seed(0)
     enc = PositionalEncoding(2)

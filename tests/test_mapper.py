@@ -19,7 +19,7 @@ from pe_panoptic.data.mapper import (
     read_image_8bit,
 )
 from pe_panoptic.encoding import normalize_coords
-from pe_panoptic.targets import output_sample_indices
+from pe_panoptic.data.targets import output_sample_indices
 
 
 # ----------------------------------------------------------------------------- helpers

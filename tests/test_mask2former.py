@@ -1,7 +1,7 @@
 """Mask2Former in the same harness (issue 12): the installer's result (tools/install_mask2former.py),
 the CPU fallback of MSDeformAttn, the LazyConfigs in configs/baselines/mask2former_*.py (equal to
 upstream's own build path, model-zoo key layout, training and evaluation through
-tools/train_net.py), and the pieces of pe_panoptic/mask2former_baseline.py."""
+tools/train_net.py), and the pieces of pe_panoptic/baselines/mask2former.py."""
 import hashlib
 import inspect
 import json
@@ -80,17 +80,17 @@ def test_installer_refuses_an_unknown_sdist_and_unexpected_sources(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------
-# pe_panoptic/mask2former_baseline.py
+# pe_panoptic/baselines/mask2former.py
 # ------------------------------------------------------------------------------------------
 def _tiny_vit(out_indices=(1,)):
-    from pe_panoptic.backbone import DINOv2Backbone
+    from pe_panoptic.modeling.backbone import DINOv2Backbone
 
     return DINOv2Backbone("vit_small_patch14_dinov2", out_indices, img_size=56,
                           model_kwargs=dict(depth=2, embed_dim=48, num_heads=3))
 
 
 def test_simple_pyramid_strides_and_shapes():
-    from pe_panoptic.mask2former_baseline import DINOv2SimplePyramid, pyramid_shapes
+    from pe_panoptic.baselines.mask2former import DINOv2SimplePyramid, pyramid_shapes
 
     pyr = DINOv2SimplePyramid(_tiny_vit(), out_channels=32, norm="LN")
     out = pyr(torch.randn(1, 3, 112, 168))
@@ -102,7 +102,7 @@ def test_simple_pyramid_strides_and_shapes():
 
 
 def test_param_groups_follow_upstream_build_optimizer():
-    from pe_panoptic.mask2former_baseline import DINOv2SimplePyramid, mask2former_param_groups
+    from pe_panoptic.baselines.mask2former import DINOv2SimplePyramid, mask2former_param_groups
 
     model = torch.nn.Module()
     model.backbone = DINOv2SimplePyramid(_tiny_vit(), out_channels=32, norm="GN")
@@ -127,8 +127,8 @@ def coco_models():
     from detectron2.config import instantiate
     from detectron2.modeling import build_model
 
-    from pe_panoptic.config_overrides import load_config
-    from pe_panoptic.mask2former_baseline import upstream_r50_coco_cfg
+    from pe_panoptic.engine.config_overrides import load_config
+    from pe_panoptic.baselines.mask2former import upstream_r50_coco_cfg
 
     torch.manual_seed(0)
     upstream = build_model(upstream_r50_coco_cfg()).eval()
@@ -183,8 +183,8 @@ def _write_model_zoo_pkl(model, path):
 def test_model_zoo_key_layout_loads_exactly(coco_models, tmp_path):
     from detectron2.config import instantiate
 
-    from pe_panoptic.checkpoint_io import StrictCheckpointer, UntrustedCheckpointError
-    from pe_panoptic.config_overrides import load_config
+    from pe_panoptic.engine.checkpoint_io import StrictCheckpointer, UntrustedCheckpointError
+    from pe_panoptic.engine.config_overrides import load_config
 
     ours, up = coco_models
     pkl = tmp_path / "model_final.pkl"
@@ -192,7 +192,7 @@ def test_model_zoo_key_layout_loads_exactly(coco_models, tmp_path):
     fresh = instantiate(load_config(COCO_CFG, []).model)
     with pytest.raises(UntrustedCheckpointError, match="--trust-pickle"):
         StrictCheckpointer(fresh).load(str(pkl))
-    # strict: any missing, unexpected or reshaped key raises (pe_panoptic.checkpoint_io)
+    # strict: any missing, unexpected or reshaped key raises (pe_panoptic.engine.checkpoint_io)
     StrictCheckpointer(fresh, trust_pickle=True).load(str(pkl))
     want = up.state_dict()
     assert set(fresh.state_dict()) == set(want)
@@ -253,7 +253,7 @@ SMALL = ["dataloader.train.dataset.names=synthetic_panoptic_small_train",
 
 
 def test_synthetic_recipes():
-    from pe_panoptic.config_overrides import load_config
+    from pe_panoptic.engine.config_overrides import load_config
 
     coco = load_config(COCO_CFG, [])
     for path in (R50_SYN_CFG, VIT_SYN_CFG):
@@ -311,7 +311,7 @@ def test_equal_budget_comparison_end_to_end(small_synthetic, tmp_path):
 def test_budget_arguments_are_checked(tmp_path):
     import compare
 
-    from pe_panoptic.equal_budget import train_within_budget, training_speed
+    from pe_panoptic.studies.equal_budget import train_within_budget, training_speed
 
     assert compare.parse_entry_opts(["a:x.y=1", "b:z=2", "a:w=3"], ["a", "b"]) == {"a": ["x.y=1", "w=3"], "b": ["z=2"]}
     with pytest.raises(ValueError, match="not one of the entries"):

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from pe_panoptic.backbone import DINOv2Backbone
-from pe_panoptic.decoder import TransposedConvDecoder
-from pe_panoptic.meta_arch import PixelCentroidHead
-from pe_panoptic.targets import panoptic_targets
+from pe_panoptic.modeling.backbone import DINOv2Backbone
+from pe_panoptic.modeling.decoder import TransposedConvDecoder
+from pe_panoptic.modeling.meta_arch import PixelCentroidHead
+from pe_panoptic.data.targets import panoptic_targets
 
 TINY = dict(embed_dim=48, depth=2, num_heads=2)
 

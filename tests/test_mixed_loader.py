@@ -8,7 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from pe_panoptic.data.mixed import DatasetSchedule, MixedTrainLoader, build_mixed_train_loader
-from pe_panoptic.meta_arch import PixelCentroidHead
+from pe_panoptic.modeling.meta_arch import PixelCentroidHead
 
 
 def _data(prefix, n):

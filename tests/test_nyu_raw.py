@@ -12,11 +12,15 @@ import pytest
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from pe_panoptic.data import kinect, nyu_raw
 from pe_panoptic.data.errors import InvalidSampleError
 from pe_panoptic.data.mapper import PanopticCentroidDatasetMapper, build_train_augmentations
 from pe_panoptic.data.nyu import register_nyuv2_depth
-from pe_panoptic.data.nyu_raw import (
+import sys  # noqa: E402
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "datasets"))  # datasets/nyu_raw.py, kinect.py
+import kinect  # noqa: E402
+import nyu_raw  # noqa: E402
+from nyu_raw import (  # noqa: E402
     RawFrame,
     parse_frame_name,
     prepare_nyuv2_raw,
@@ -173,7 +177,7 @@ def test_prepare_register_load_map_end_to_end(raw_layout, tmp_path, caplog):
     depth, rgb, other = scene_frames(str(raw / "bedroom_0001"))
     assert (len(depth), len(rgb), other) == (5, 6, 1)  # notes.txt is 'other'; INDEX.txt, a-*.dump known
     out = tmp_path / "nyuv2"
-    with caplog.at_level(logging.WARNING, logger="pe_panoptic.data.nyu_raw"):
+    with caplog.at_level(logging.WARNING, logger="datasets/nyu_raw.py"):
         stats = prepare_nyuv2_raw(str(raw), str(scenes), str(out), sample_step=2)
     # scene A: frames 0, 2, 4 sampled, 2 is truncated; scene B: frame 0
     assert (stats.synced_frames, stats.sampled_frames, stats.written) == (7, 4, 3)
@@ -228,7 +232,7 @@ def test_prepare_errors_and_counts(raw_layout, tmp_path, monkeypatch):
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location("prepare_nyuv2_raw", ROOT / "tools" / "prepare_nyuv2_raw.py")
+    spec = importlib.util.spec_from_file_location("prepare_nyuv2_raw", ROOT / "datasets" / "prepare_nyuv2_raw.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

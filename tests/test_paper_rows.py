@@ -1,5 +1,5 @@
 """Every table row of both papers maps to a config that uses that paper's decoder, backbone,
-input size and the other settings that define the row (``pe_panoptic/paper_rows.py``); the
+input size and the other settings that define the row (``pe_panoptic/studies/paper_rows.py``); the
 README's "Fidelity" section lists them. Configs are only loaded (no ViT is built); the decoder
 and the mapper of the paper_v1 ViT-L rows run on the meta device / a COCO fixture image."""
 import os
@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from pe_panoptic.paper_rows import (
+from pe_panoptic.studies.paper_rows import (
     DECODER_UPSAMPLINGS,
     PAPER_ROWS,
     STAGES,
@@ -62,7 +62,7 @@ def test_each_paper_version_has_its_own_decoder():
 
 
 def test_check_row_names_the_file_and_the_setting(d2_datasets):
-    from pe_panoptic.recipes import set_decoder_upsampling
+    from pe_panoptic.engine.recipes import set_decoder_upsampling
 
     row = next(r for r in PAPER_ROWS if r.config == "configs/coco/vitl_518.py")
     cfg = load_row_config(row, ROOT)

@@ -195,7 +195,7 @@ def test_real_coco_results_unchanged(coco_outputs, decode_at):
 # ------------------------------------------------------------------------------------------
 # peak memory of a 6000 x 4000 image
 # ------------------------------------------------------------------------------------------
-from pe_panoptic.benchmark import POSTPROCESS_MEMORY_PROBE as PROBE  # noqa: E402
+from pe_panoptic.studies.benchmark import POSTPROCESS_MEMORY_PROBE as PROBE  # noqa: E402
 
 
 

@@ -1,11 +1,11 @@
-"""Layer-wise lr decay parameter groups and the warmup + cosine multiplier (pe_panoptic/solver.py)."""
+"""Layer-wise lr decay parameter groups and the warmup + cosine multiplier (pe_panoptic/engine/solver.py)."""
 import pytest
 import torch
 from torch import nn
 
-from pe_panoptic.backbone import DINOv2Backbone
-from pe_panoptic.decoder import PixelHeads, TransposedConvDecoder
-from pe_panoptic.solver import get_param_groups, layer_decay_factor, warmup_cosine_multiplier
+from pe_panoptic.modeling.backbone import DINOv2Backbone
+from pe_panoptic.modeling.decoder import PixelHeads, TransposedConvDecoder
+from pe_panoptic.engine.solver import get_param_groups, layer_decay_factor, warmup_cosine_multiplier
 
 BASE_LR = 1e-3
 

@@ -82,8 +82,8 @@ def test_tiny_version_trains_both_kinds_of_batch(tmp_path, caplog):
     from pe_panoptic.data.mixed import DatasetSchedule
     from pe_panoptic.data.nyu import register_nyuv2_depth
     from pe_panoptic.data.synthetic import generate_synthetic_panoptic, register_synthetic_panoptic
-    from pe_panoptic.engine import PETrainer
-    from pe_panoptic.recipes import resolve_accumulate_steps
+    from pe_panoptic.engine.trainer import PETrainer
+    from pe_panoptic.engine.recipes import resolve_accumulate_steps
 
     tag = uuid.uuid4().hex[:8]
     pan, nyu = f"stage3d_pan_{tag}", f"stage3d_nyu_{tag}"
@@ -135,7 +135,7 @@ def test_tiny_version_trains_both_kinds_of_batch(tmp_path, caplog):
         # a sampled task the batch has no labels for trains nothing, with a warning
         model.task_probs = {"sem": 1.0}
         nyu_batch = next(b for b in iter(instantiate(cfg.dataloader.train)) if b[0]["dataset"] == nyu)
-        with caplog.at_level(logging.WARNING, logger="pe_panoptic.meta_arch"):
+        with caplog.at_level(logging.WARNING, logger="pe_panoptic.modeling.meta_arch"):
             assert set(model(nyu_batch)) == {"loss_zero"}
         assert any("this batch trains nothing" in r.getMessage() for r in caplog.records)
     finally:

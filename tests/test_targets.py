@@ -1,4 +1,4 @@
-"""Tests of pe_panoptic.targets: EDS weights (Eq. 5), centroids, dense panoptic targets."""
+"""Tests of pe_panoptic.data.targets: EDS weights (Eq. 5), centroids, dense panoptic targets."""
 import math
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pe_panoptic.encoding import PositionalEncoding
-from pe_panoptic.targets import (
+from pe_panoptic.data.targets import (
     eds_weights,
     instance_centroids,
     output_sample_indices,

@@ -2,7 +2,7 @@
 the tasks, with the instance segmentation being twice more likely"): every process of a
 data-parallel run and every gradient-accumulation micro-batch of a step train the same task.
 
-The distributed test runs :class:`pe_panoptic.engine.PETrainer` on a tiny ``PixelCentroidHead`` in
+The distributed test runs :class:`pe_panoptic.engine.trainer.PETrainer` on a tiny ``PixelCentroidHead`` in
 2 CPU processes (gloo, one image each per step) and in 1 process with 2 accumulation steps of one
 image each, on the same images in the same order. The task draws must be identical across ranks
 and micro-batches, and the 1-process run must compute the same losses and weights: with per-rank
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from pe_panoptic.meta_arch import draw_step_task
+from pe_panoptic.modeling.meta_arch import draw_step_task
 
 TASK_PROBS = {"inst": 2 / 3, "sem": 1 / 3}
 SEED = 4
@@ -25,9 +25,9 @@ TINY = dict(embed_dim=48, depth=2, num_heads=2)
 
 
 def tiny_model(task_probs=TASK_PROBS):
-    from pe_panoptic.backbone import DINOv2Backbone
-    from pe_panoptic.decoder import TransposedConvDecoder
-    from pe_panoptic.meta_arch import PixelCentroidHead
+    from pe_panoptic.modeling.backbone import DINOv2Backbone
+    from pe_panoptic.modeling.decoder import TransposedConvDecoder
+    from pe_panoptic.modeling.meta_arch import PixelCentroidHead
 
     torch.manual_seed(0)
     backbone = DINOv2Backbone("vit_small_patch14_dinov2", out_indices=(0, 1), img_size=56, model_kwargs=TINY,
@@ -39,7 +39,7 @@ def tiny_model(task_probs=TASK_PROBS):
 
 def sample(k, h=56, w=56):
     """A 56 x 56 image with a stuff region and two things whose position depends on ``k``."""
-    from pe_panoptic.targets import panoptic_targets
+    from pe_panoptic.data.targets import panoptic_targets
 
     rng = np.random.RandomState(k)
     pan = np.zeros((h, w), np.int64)
@@ -61,7 +61,7 @@ def train(rank, world, accumulate, out_file):
     from detectron2.engine import HookBase
     from detectron2.utils import comm
 
-    from pe_panoptic.engine import PETrainer
+    from pe_panoptic.engine.trainer import PETrainer
 
     torch.set_num_threads(1)
     model = tiny_model().train()
@@ -104,7 +104,7 @@ def _ddp_worker(out_dir):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    from pe_panoptic.engine import launch
+    from pe_panoptic.engine.launch import launch
 
     out = tmp_path_factory.mktemp("task_per_step")
     launch(_ddp_worker, num_processes=WORLD, backend="gloo", args=(str(out),), timeout_s=300)

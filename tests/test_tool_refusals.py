@@ -13,9 +13,9 @@ import pickle
 import pytest
 import torch
 
-from pe_panoptic.checkpoint_io import CheckpointError, UntrustedCheckpointError
-from pe_panoptic.config_overrides import ConfigOverrideError, apply_overrides, load_config
-from pe_panoptic.run_dir import OutputDirInUseError
+from pe_panoptic.engine.checkpoint_io import CheckpointError, UntrustedCheckpointError
+from pe_panoptic.engine.config_overrides import ConfigOverrideError, apply_overrides, load_config
+from pe_panoptic.engine.run_dir import OutputDirInUseError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs/synthetic/pe_tiny.py")

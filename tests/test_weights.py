@@ -1,5 +1,5 @@
 """Real DINOv2 ViT-S/14 weights (tools/get_weights.py) and the position-embedding resampling
-modes of the backbone (pe_panoptic/pos_embed.py).
+modes of the backbone (pe_panoptic/modeling/pos_embed.py).
 
 The weights check runs in CI: `make test` runs `make weights` first, so the converted checkpoint
 and the backbone ONNX graph are there. Without them (a bare `pytest` before `make weights`) the
@@ -14,8 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pe_panoptic.backbone import DINOv2Backbone
-from pe_panoptic.pos_embed import bicubic_matrix, cubic_weights, resample_grid
+from pe_panoptic.modeling.backbone import DINOv2Backbone
+from pe_panoptic.modeling.pos_embed import bicubic_matrix, cubic_weights, resample_grid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))

@@ -5,7 +5,7 @@ For each encoding (``rgb`` = direct regression with L1, ``peL`` = sine-cosine PE
 harmonics), the distance from the right-most grid position (last cell center, ``u = 1 - 1/grid``)
 to every other position of a ``--grid``-cell axis and to the void code, and the contrast ratio
 max / min over the positions (paper: ~79 for direct regression, ~5 for L = 4; this tool gives
-79.0 and 4.91 on 80 cells). See :mod:`pe_panoptic.analysis` for the exact definitions.
+79.0 and 4.91 on 80 cells). See :mod:`pe_panoptic.studies.analysis` for the exact definitions.
 
     python tools/analyze_encoding.py --encodings rgb pe2 pe3 pe4 pe5 --grid 80 --output out/enc
 
@@ -18,12 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from typing import List, Optional, Sequence
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pe_panoptic.analysis import EncodingContrast, encoding_contrast  # noqa: E402
+from pe_panoptic.studies.analysis import EncodingContrast, encoding_contrast  # noqa: E402
 
 
 def format_table(results: Sequence[EncodingContrast]) -> str:

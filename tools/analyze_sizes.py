@@ -15,7 +15,7 @@ Predicted thing segments are matched to ground-truth thing segments by IoU > 0.5
 IoU, predicted pixels on void removed from the union; class-agnostic unless
 ``--same-category``); each non-crowd ground-truth thing contributes its matched IoU, or for an
 unmatched one 0 (``--unmatched zero``) or its best IoU (``--unmatched max``), to the bin of its
-area (see :mod:`pe_panoptic.analysis`). With two models the relative improvement
+area (see :mod:`pe_panoptic.studies.analysis`). With two models the relative improvement
 ``mIoU_B / mIoU_A - 1`` per bin is reported.
 
     python tools/analyze_sizes.py --dataset coco_2017_val_panoptic \\
@@ -31,16 +31,14 @@ import json
 import logging
 import math
 import os
-import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
 import pe_panoptic  # noqa: E402,F401  (registers the project's datasets)
 from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
-from pe_panoptic.analysis import (  # noqa: E402
+from pe_panoptic.studies.analysis import (  # noqa: E402
     DEFAULT_AREA_BINS,
     binned_mean_iou,
     instance_ious,
@@ -76,9 +74,9 @@ def dump_predictions(
     from panopticapi.utils import id2rgb
     from PIL import Image
 
-    from pe_panoptic.checkpoint_io import load_weights
-    from pe_panoptic.config_overrides import load_config
-    from pe_panoptic.engine import default_device
+    from pe_panoptic.engine.checkpoint_io import load_weights
+    from pe_panoptic.engine.config_overrides import load_config
+    from pe_panoptic.engine.trainer import default_device
 
     cfg = load_config(config_file, opts)
     device = default_device()

@@ -14,13 +14,13 @@ Subcommands (each prints a table and, as its LAST line, a JSON object with the f
     on realistic outputs (synthetic panoptic scenes at ``--size``, perfect outputs + noise at the
     output resolution, ``--grid``) against the naive reference (full ``gh * gw``-way
     nearest-neighbour search, Painter-style per-colour thresholding into dense masks, Matrix
-    NMS; :func:`pe_panoptic.benchmark.naive_panoptic`) and against the forward of a DINOv2 ViT-S
+    NMS; :func:`pe_panoptic.studies.benchmark.naive_panoptic`) and against the forward of a DINOv2 ViT-S
     model at ``--forward-size``: ``speedup_vs_naive`` and ``fraction_of_forward``.
 ``data``
     Images/s of ONE worker (1 thread) running the training mapper (decode, augment, semantic,
     PE and EDS targets) at each of ``--sizes``: ``images_per_s_per_worker``.
 ``train``
-    Images/s and peak memory of training steps (:class:`pe_panoptic.engine.PETrainer`,
+    Images/s and peak memory of training steps (:class:`pe_panoptic.engine.trainer.PETrainer`,
     autocast in ``--dtype``) on synthetic inputs: ``images_per_s``, ``peak_mem_gb``.
 
 Examples (the figures of the note)::
@@ -43,18 +43,16 @@ import json
 import logging
 import os
 import pstats
-import sys
 import tempfile
 import time
 from typing import List, Optional
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import pe_panoptic  # noqa: E402,F401  (registers datasets and the meta-architecture)
-from pe_panoptic import benchmark as B  # noqa: E402
+from pe_panoptic.studies import benchmark as B  # noqa: E402
 
 # ------------------------------------------------------------------------------------------------
 # common
@@ -106,7 +104,7 @@ def _config_input_size(config_file: Optional[str], opts) -> Optional[int]:
     """``dataloader.train.mapper.input_size`` of a LazyConfig (an int or ``(H, W)`` with H == W)."""
     if not config_file:
         return None
-    from pe_panoptic.config_overrides import load_config
+    from pe_panoptic.engine.config_overrides import load_config
 
     cfg = load_config(config_file, opts or [])
     try:
@@ -205,7 +203,7 @@ def run_model(args) -> dict:
 def run_postprocess(args) -> dict:
     from pe_panoptic.encoding import build_encoding
     from pe_panoptic.postprocess import DECODERS, PostProcessConfig, panoptic_from_outputs
-    from pe_panoptic.targets import panoptic_targets
+    from pe_panoptic.data.targets import panoptic_targets
 
     device = B.resolve_device(args.device)
     threads = _set_threads(args.threads)
@@ -387,7 +385,7 @@ def run_train(args) -> dict:
     config plus those overrides) is timed in the same run, steps interleaved, and the ratio of the
     median step times is reported (``speedup = against / base``)."""
     from detectron2.utils.events import EventStorage
-    from pe_panoptic.engine import PETrainer
+    from pe_panoptic.engine.trainer import PETrainer
 
     device = B.resolve_device(args.device)
     B.resolve_dtype(args.dtype)
@@ -563,8 +561,8 @@ def run_pipeline(args) -> dict:
     from detectron2.config import instantiate
     from detectron2.evaluation import inference_on_dataset
 
-    from pe_panoptic.checkpoint_io import load_weights
-    from pe_panoptic.config_overrides import load_config
+    from pe_panoptic.engine.checkpoint_io import load_weights
+    from pe_panoptic.engine.config_overrides import load_config
 
     if len(args.entries) < 2:
         raise SystemExit("--entries needs at least two name=config[:checkpoint] entries to compare")
@@ -619,7 +617,7 @@ def run_pipeline(args) -> dict:
 
 def run_postprocess_memory(args) -> dict:
     """Peak RSS that post-processing adds for one image per size x decode_at, each in a fresh
-    process (pe_panoptic.benchmark.postprocess_peak_memory)."""
+    process (pe_panoptic.studies.benchmark.postprocess_peak_memory)."""
     rows = []
     for size in args.sizes:
         try:

@@ -27,7 +27,7 @@ same PQ / mIoU evaluators):
 **Equal training budget** (``--train-budget-s SECONDS``, entries without checkpoints): every
 config is first trained on this machine by ``tools/train_net.py`` for the number of iterations
 that fits the budget (a short calibration run measures its seconds per iteration;
-:mod:`pe_panoptic.equal_budget`), into ``--output-dir/<name>``, then evaluated as above. The
+:mod:`pe_panoptic.studies.equal_budget`), into ``--output-dir/<name>``, then evaluated as above. The
 table gains the training iterations, training s / iteration (detectron2's ``IterationTimer``),
 the training minutes and the peak resident memory of the training process (MiB; on a GPU
 machine this is host memory). ``--train-opts`` apply to training only, ``--entry-opts
@@ -37,19 +37,17 @@ name:key=value`` to one entry (training and evaluation), ``--opts`` to everythin
         --entries ours=configs/synthetic/pe_vits.py m2f_vits=configs/baselines/mask2former_dinov2_vits_synthetic.py
 
 Prints a markdown table, then the results as one JSON line (last line of stdout). Checkpoints are
-loaded strictly (:mod:`pe_panoptic.checkpoint_io`; ``.pkl`` only with ``--trust-pickle``) and
-``--opts`` are checked against every entry's config (:mod:`pe_panoptic.config_overrides`).
+loaded strictly (:mod:`pe_panoptic.engine.checkpoint_io`; ``.pkl`` only with ``--trust-pickle``) and
+``--opts`` are checked against every entry's config (:mod:`pe_panoptic.engine.config_overrides`).
 """
 import argparse
 import json
 import logging
 import os
 import statistics
-import sys
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
@@ -57,8 +55,8 @@ import pe_panoptic  # noqa: E402,F401  (registers datasets and models)
 from detectron2.config import instantiate  # noqa: E402
 from detectron2.evaluation import inference_on_dataset  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
-from pe_panoptic.checkpoint_io import TRUST_PICKLE_HELP, load_weights  # noqa: E402
-from pe_panoptic.config_overrides import load_config  # noqa: E402
+from pe_panoptic.engine.checkpoint_io import TRUST_PICKLE_HELP, load_weights  # noqa: E402
+from pe_panoptic.engine.config_overrides import load_config  # noqa: E402
 
 logger = logging.getLogger("pe_panoptic.compare")
 
@@ -306,7 +304,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict]:
             load_config(config, list(args.opts) + list(args.train_opts) + per_entry[name])
     runs = {}
     if args.train_budget_s:
-        from pe_panoptic.equal_budget import train_within_budget
+        from pe_panoptic.studies.equal_budget import train_within_budget
 
         given = [n for n, _, k in entries if k]
         if given:
@@ -323,7 +321,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict]:
             opts.append(f"train.output_dir={os.path.join(args.output_dir, n, 'eval')}")
         row = evaluate_entry(n, c, k, opts, args.device, args.max_images or None, args.trust_pickle)
         if n in runs:
-            from pe_panoptic.equal_budget import budget_columns
+            from pe_panoptic.studies.equal_budget import budget_columns
 
             row.update(budget_columns(runs[n]), budget_s=args.train_budget_s)
         rows.append(row)

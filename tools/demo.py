@@ -27,9 +27,9 @@ The device is CUDA when available (``--device`` to override). Progress bar over 
 The last printed line is a JSON summary (files written, EDS source per image). An image that
 cannot be processed (unreadable, corrupt, ground truth of another size, ...) does not stop the
 run: the others are processed, the summary lists it under ``"failed"`` (file and error) and the
-exit code is 1. Checkpoints are loaded strictly (:mod:`pe_panoptic.checkpoint_io`; ``.pkl`` only
+exit code is 1. Checkpoints are loaded strictly (:mod:`pe_panoptic.engine.checkpoint_io`; ``.pkl`` only
 with ``--trust-pickle``) and ``--opts`` are checked against the config
-(:mod:`pe_panoptic.config_overrides`).
+(:mod:`pe_panoptic.engine.config_overrides`).
 """
 from __future__ import annotations
 
@@ -41,19 +41,18 @@ import os
 import sys
 from typing import Dict, List, Optional, Tuple
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import pe_panoptic  # noqa: E402,F401
-from pe_panoptic.analysis import segments_with_isthing  # noqa: E402
-from pe_panoptic.checkpoint_io import TRUST_PICKLE_HELP, load_weights  # noqa: E402
-from pe_panoptic.config_overrides import load_config  # noqa: E402
+from pe_panoptic.studies.analysis import segments_with_isthing  # noqa: E402
+from pe_panoptic.engine.checkpoint_io import TRUST_PICKLE_HELP, load_weights  # noqa: E402
+from pe_panoptic.engine.config_overrides import load_config  # noqa: E402
 from pe_panoptic.data.mapper import read_image_8bit, read_panoptic_ids  # noqa: E402
-from pe_panoptic.export import postprocess  # noqa: E402
+from pe_panoptic.export.exporter import postprocess  # noqa: E402
 from pe_panoptic.postprocess import decode_cells, thing_pixel_mask  # noqa: E402
-from pe_panoptic.visualize import (  # noqa: E402
+from pe_panoptic.studies.visualize import (  # noqa: E402
     add_caption,
     cells_to_image_xy,
     centroid_colors,

@@ -9,25 +9,23 @@ single forward pass per batch (:mod:`pe_panoptic.evaluation.variants`).
 
 Prints a table (PQ / PQ_th / PQ_st / SQ / RQ / mIoU / post-processing ms per image) and, as its
 last line, the results as JSON. ``tools/oracle_pq.py`` gives the same comparison for perfect
-predictions. The checkpoint is loaded strictly (:mod:`pe_panoptic.checkpoint_io`; ``.pkl`` only
+predictions. The checkpoint is loaded strictly (:mod:`pe_panoptic.engine.checkpoint_io`; ``.pkl`` only
 with ``--trust-pickle``) and the overrides are checked against the config
-(:mod:`pe_panoptic.config_overrides`).
+(:mod:`pe_panoptic.engine.config_overrides`).
 """
 import argparse
 import json
 import logging
 import os
-import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import pe_panoptic  # noqa: E402,F401  (registers everything)
 from detectron2.config import instantiate  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
-from pe_panoptic.checkpoint_io import TRUST_PICKLE_HELP, load_weights  # noqa: E402
-from pe_panoptic.config_overrides import load_config  # noqa: E402
-from pe_panoptic.engine import default_device, jsonable  # noqa: E402
+from pe_panoptic.engine.checkpoint_io import TRUST_PICKLE_HELP, load_weights  # noqa: E402
+from pe_panoptic.engine.config_overrides import load_config  # noqa: E402
+from pe_panoptic.engine.trainer import default_device, jsonable  # noqa: E402
 from pe_panoptic.evaluation.variants import evaluate_postprocess_variants, variant_grid  # noqa: E402
 from pe_panoptic.postprocess import DECODERS, VOID_SOURCES  # noqa: E402
 

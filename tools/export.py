@@ -4,8 +4,8 @@
 The exported graph is the network (DINOv2 encoder, decoder, heads): input ``image [B, 3, H, W]``
 float32, normalized RGB, zero-padded to multiples of 14; outputs ``sem_logits``, ``inst`` (and
 ``depth``) at 8/14 of the input. Post-processing stays a torch function
-(:func:`pe_panoptic.export.postprocess`; :class:`pe_panoptic.export.OnnxPanopticPredictor` runs
-ONNX + post-processing on an image). See :mod:`pe_panoptic.export` for why the panoptic decoding
+(:func:`pe_panoptic.export.exporter.postprocess`; :class:`pe_panoptic.export.exporter.OnnxPanopticPredictor` runs
+ONNX + post-processing on an image). See :mod:`pe_panoptic.export.exporter` for why the panoptic decoding
 is not inside the graph and for the ONNX details (legacy exporter, opset 18).
 
     python tools/export.py --config-file configs/synthetic/pe_tiny.py --weights output/demo/model_final.pth \\
@@ -17,8 +17,8 @@ Writes ``<output>/model.onnx``, ``<output>/model.ts`` (TorchScript) and
 ``--check`` runs the exports (onnxruntime on the CPU, TorchScript) against eager PyTorch at the
 export size and, when dynamic, at a second size, and reports the largest absolute differences.
 The last printed line is a JSON summary. ``--weights`` are loaded strictly
-(:mod:`pe_panoptic.checkpoint_io`; ``.pkl`` only with ``--trust-pickle``) and ``--opts`` are checked
-against the config (:mod:`pe_panoptic.config_overrides`).
+(:mod:`pe_panoptic.engine.checkpoint_io`; ``.pkl`` only with ``--trust-pickle``) and ``--opts`` are checked
+against the config (:mod:`pe_panoptic.engine.config_overrides`).
 """
 from __future__ import annotations
 
@@ -27,17 +27,15 @@ import json
 import logging
 import math
 import os
-import sys
 from typing import Dict, List, Optional, Tuple
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
 import pe_panoptic  # noqa: E402,F401
-from pe_panoptic.checkpoint_io import TRUST_PICKLE_HELP, load_weights  # noqa: E402
-from pe_panoptic.config_overrides import load_config  # noqa: E402
-from pe_panoptic.export import (  # noqa: E402
+from pe_panoptic.engine.checkpoint_io import TRUST_PICKLE_HELP, load_weights  # noqa: E402
+from pe_panoptic.engine.config_overrides import load_config  # noqa: E402
+from pe_panoptic.export.exporter import (  # noqa: E402
     ONNX_OPSET,
     ExportableNetwork,
     export_metadata,
@@ -45,7 +43,7 @@ from pe_panoptic.export import (  # noqa: E402
     export_torchscript,
 )
 
-logger = logging.getLogger("pe_panoptic.export")
+logger = logging.getLogger("pe_panoptic.export.exporter")
 
 
 def load_model(config_file: str, weights: Optional[str], opts: List[str], device: str, trust_pickle: bool = False):

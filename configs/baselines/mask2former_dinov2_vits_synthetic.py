@@ -2,7 +2,7 @@
 # (configs/synthetic/pe_vits.py: weights/dinov2_vits14_pretrain.pth from `make weights`, the
 # official DINOv2 forward, its first 6 blocks), so that a comparison on the synthetic dataset
 # isolates the head. The ViT feeds Mask2Former through a ViTDet-style simple feature pyramid built
-# from the last kept block's output (pe_panoptic.mask2former_baseline.DINOv2SimplePyramid: strides
+# from the last kept block's output (pe_panoptic.baselines.mask2former.DINOv2SimplePyramid: strides
 # 7 / 14 / 28 / 56, 256 channels, channel LayerNorm); the head is upstream's (MSDeformAttn pixel
 # decoder on strides 14 / 28 / 56 with mask features at stride 7, masked-attention decoder) with
 # the changes of configs/baselines/mask2former_r50_synthetic.py (7 classes, 50 queries, 168 px).
@@ -14,8 +14,8 @@ import os
 
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
-from pe_panoptic.backbone import DINOv2Backbone
-from pe_panoptic.mask2former_baseline import DINOv2SimplePyramid
+from pe_panoptic.modeling.backbone import DINOv2Backbone
+from pe_panoptic.baselines.mask2former import DINOv2SimplePyramid
 
 from .mask2former_r50_synthetic import dataloader, lr_multiplier, model, optimizer, train
 

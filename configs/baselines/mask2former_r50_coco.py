@@ -33,8 +33,8 @@ from fvcore.common.param_scheduler import MultiStepParamScheduler
 from mask2former import COCOPanopticNewBaselineDatasetMapper, MaskFormer
 from mask2former.modeling import MaskFormerHead, MSDeformAttnPixelDecoder
 from mask2former.modeling.transformer_decoder import MultiScaleMaskedTransformerDecoder
-from pe_panoptic.engine import build_evaluators
-from pe_panoptic.mask2former_baseline import build_mask2former_criterion, mask2former_param_groups, panoptic_metadata
+from pe_panoptic.evaluation.build import build_evaluators
+from pe_panoptic.baselines.mask2former import build_mask2former_criterion, mask2former_param_groups, panoptic_metadata
 import torch
 
 from ..common.train import train

@@ -18,8 +18,8 @@ from detectron2.data import DatasetMapper, build_detection_test_loader, build_de
 from detectron2.solver import WarmupParamScheduler
 from fvcore.common.param_scheduler import CosineParamScheduler
 from mask2former import COCOPanopticNewBaselineDatasetMapper
-from pe_panoptic.engine import build_evaluators
-from pe_panoptic.recipes import use_resumable_loader
+from pe_panoptic.evaluation.build import build_evaluators
+from pe_panoptic.engine.recipes import use_resumable_loader
 
 from .mask2former_r50_coco import model, optimizer, train
 

@@ -6,7 +6,7 @@
 # 8-64 px objects):
 # * trained from scratch (no ImageNet R-50.pkl): freeze_at=0, and GroupNorm instead of FrozenBN in
 #   the ResNet (as detectron2's scratch configs, Misc/scratch_mask_rcnn_R_50_FPN_3x_gn);
-# * data: synthetic_panoptic_{train,val}_separated (pe_panoptic.baselines: instance masks from the
+# * data: synthetic_panoptic_{train,val}_separated (pe_panoptic.baselines.panoptic_fpn: instance masks from the
 #   synthetic instances JSON + "things = 0, stuff = 1..3" semantic maps), native 168 px inputs
 #   (scale jitter 0.8-1.25 and flip, like configs/synthetic/pe_tiny.py), anchors 8-128 px instead
 #   of 32-512 px, fewer RPN proposals;
@@ -18,7 +18,7 @@ from detectron2.data import DatasetMapper, build_detection_test_loader, get_dete
 from detectron2.model_zoo import get_config
 from detectron2.solver import WarmupParamScheduler
 from fvcore.common.param_scheduler import CosineParamScheduler
-from pe_panoptic.baselines import build_separated_evaluators
+from pe_panoptic.baselines.panoptic_fpn import build_separated_evaluators
 from pe_panoptic.data.resumable import build_resumable_train_loader
 
 _zoo = get_config("COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.py")

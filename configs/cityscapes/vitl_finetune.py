@@ -9,7 +9,7 @@
 # Memory: 784 x 1568 is 6272 tokens for ViT-L: bf16 + gradient checkpointing, 2 images per GPU.
 from ..coco.vitl_stage2 import lr_multiplier, model, optimizer, train
 from ..common.data.cityscapes_panoptic import MODEL_GRID, dataloader
-from pe_panoptic.recipes import apply_recipe, make_recipe, set_decoder_upsampling, use_resumable_loader
+from pe_panoptic.engine.recipes import apply_recipe, make_recipe, set_decoder_upsampling, use_resumable_loader
 
 NUM_GPUS = 8
 BATCH_PER_GPU = 2

@@ -12,7 +12,7 @@
 # Batch: NUM_GPUS x BATCH_PER_GPU images per step, times train.accumulate_steps ("auto" =
 # effective batch / total batch, resolved by tools/train_net.py) = 256. On G GPUs with b images
 # each, override only `dataloader.train.total_batch_size=<G*b>` (it must divide 256);
-# max_iter stays 92412 (it depends on the effective batch only; see pe_panoptic/recipes.py).
+# max_iter stays 92412 (it depends on the effective batch only; see pe_panoptic/engine/recipes.py).
 #
 # Backbone weights: model.backbone.weights=/path/to/dinov2_vitb14_pretrain.pth (official
 # checkpoint or timm layout); none are downloaded.
@@ -21,7 +21,7 @@ from ..common.models.pe_panoptic import model
 from ..common.optim import AdamW as optimizer
 from ..common.schedule import lr_multiplier
 from ..common.train import train
-from pe_panoptic.recipes import (
+from pe_panoptic.engine.recipes import (
     LAYER_DECAY,
     MIN_LR,
     apply_recipe,

@@ -3,7 +3,7 @@
 # input; paper_v1: "upscale[s] the image to the original size"). The targets are built at that
 # size (mapper output_stride = 14/16: nearest upsampling of the input labels, centroids and EDS
 # distances still in input pixels). The paper_v1 table rows (ablations/v1_t*) use this config.
-from pe_panoptic.recipes import set_decoder_upsampling
+from pe_panoptic.engine.recipes import set_decoder_upsampling
 
 from .vitb_ablation_420 import dataloader, lr_multiplier, model, optimizer, train
 

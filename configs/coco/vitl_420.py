@@ -5,7 +5,7 @@
 # increase of 0.9 PQ only by increasing the input image size from 420^2 to 518^2".
 # Batch: 8 GPUs x 16 images x 2 accumulation steps (the paper's split is not stated).
 from .vitl_518 import dataloader, lr_multiplier, model, optimizer, train
-from pe_panoptic.recipes import set_decoder_upsampling, set_input_size
+from pe_panoptic.engine.recipes import set_decoder_upsampling, set_input_size
 
 INPUT_SIZE = 420
 

@@ -9,7 +9,7 @@
 # Batch: 8 GPUs x 16 images x 2 accumulation steps (paper: 8 x H100, "a little over 2 days"; the
 # split is not stated).
 from .vitb_ablation_420_v1_decoder import dataloader, lr_multiplier, model, optimizer, train
-from pe_panoptic.recipes import apply_recipe, make_recipe, set_decoder_upsampling, set_input_size
+from pe_panoptic.engine.recipes import apply_recipe, make_recipe, set_decoder_upsampling, set_input_size
 
 NUM_GPUS = 8
 BATCH_PER_GPU = 16

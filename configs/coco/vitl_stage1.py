@@ -9,14 +9,14 @@
 # Batch: NUM_GPUS x BATCH_PER_GPU (8 x 64) images per accumulation step, train.accumulate_steps
 # "auto" (= 1024 / 512 = 2, resolved by tools/train_net.py). Other hardware: override
 # `dataloader.train.total_batch_size=<GPUs x per-GPU batch>` (a divisor of 1024); max_iter does not
-# change (see pe_panoptic/recipes.py and the README's "Training recipes").
+# change (see pe_panoptic/engine/recipes.py and the README's "Training recipes").
 # Backbone weights: model.backbone.weights=/path/to/dinov2_vitl14_pretrain.pth.
 from ..common.data.coco_panoptic import dataloader
 from ..common.models.pe_panoptic import model
 from ..common.optim import AdamW as optimizer
 from ..common.schedule import lr_multiplier
 from ..common.train import train
-from pe_panoptic.recipes import (
+from pe_panoptic.engine.recipes import (
     LAYER_DECAY,
     MIN_LR,
     apply_recipe,

@@ -4,7 +4,7 @@
 # "multi-tasking setup" without per-batch task sampling, which was paper_v1's scheme).
 # Batch: 8 GPUs x 64 images, no accumulation; see vitl_stage1.py for other hardware.
 from .vitl_stage1 import dataloader, lr_multiplier, model, optimizer, train
-from pe_panoptic.recipes import apply_recipe, make_recipe, set_input_size
+from pe_panoptic.engine.recipes import apply_recipe, make_recipe, set_input_size
 
 NUM_GPUS = 8
 BATCH_PER_GPU = 64

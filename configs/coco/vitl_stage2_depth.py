@@ -10,7 +10,7 @@
 # see configs/common/data/coco_panoptic.py, nyu_depth.py and datasets/README.md).
 from .vitl_stage2 import dataloader, lr_multiplier, model, optimizer, train
 from pe_panoptic.data.depth_labels import default_pseudo_depth_root
-from pe_panoptic.recipes import DATASET_SIZES, apply_recipe, make_recipe
+from pe_panoptic.engine.recipes import DATASET_SIZES, apply_recipe, make_recipe
 
 NUM_GPUS = 8
 BATCH_PER_GPU = 64

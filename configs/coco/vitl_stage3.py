@@ -10,7 +10,7 @@
 # Batch: 8 GPUs x 2 images, no accumulation; on 4 GPUs: dataloader.train.total_batch_size=8
 # (accumulate_steps becomes 2); on 1 GPU with 1 image: dataloader.train.total_batch_size=1.
 from .vitl_stage2 import dataloader, lr_multiplier, model, optimizer, train
-from pe_panoptic.recipes import apply_recipe, make_recipe, set_input_size
+from pe_panoptic.engine.recipes import apply_recipe, make_recipe, set_input_size
 
 NUM_GPUS = 8
 BATCH_PER_GPU = 2

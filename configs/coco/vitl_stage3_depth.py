@@ -33,7 +33,7 @@ from .vitl_stage3 import INPUT_SIZE, dataloader, lr_multiplier, model, optimizer
 from pe_panoptic.data.depth_labels import DEFAULT_MAX_DEPTH, DEFAULT_MIN_DEPTH
 from pe_panoptic.data.mapper import PanopticCentroidDatasetMapper, build_train_augmentations
 from pe_panoptic.data.mixed import build_mixed_train_loader, dataset_dicts_per_name
-from pe_panoptic.recipes import DATASET_SIZES, apply_recipe, make_recipe
+from pe_panoptic.engine.recipes import DATASET_SIZES, apply_recipe, make_recipe
 
 NUM_GPUS = 8
 BATCH_PER_GPU = 2

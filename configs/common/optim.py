@@ -1,13 +1,13 @@
 # AdamW with layer-wise lr decay over the DINOv2 blocks. Paper (both versions): AdamW, lr 5e-4,
 # "layer decay to suppress the learning rate for the earlier layers", without a value.
-# Provenance of the values the paper does not give (pe_panoptic/recipes.py, README "Fidelity"):
+# Provenance of the values the paper does not give (pe_panoptic/engine/recipes.py, README "Fidelity"):
 #   layer_decay 0.6: from the same group's follow-up work, NOT from the paper;
 #   weight_decay 0.05: our choice (neither paper states one).
 import torch
 
 from detectron2.config import LazyCall as L
-from pe_panoptic.recipes import LAYER_DECAY, WEIGHT_DECAY
-from pe_panoptic.solver import get_param_groups
+from pe_panoptic.engine.recipes import LAYER_DECAY, WEIGHT_DECAY
+from pe_panoptic.engine.solver import get_param_groups
 
 AdamW = L(torch.optim.AdamW)(
     params=L(get_param_groups)(

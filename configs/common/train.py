@@ -4,7 +4,7 @@ train = dict(
     init_checkpoint="",
     # key prefixes (e.g. "heads.sem.") that may be missing, unexpected or of another shape in
     # init_checkpoint when training starts from it: a new head when fine-tuning. Every other key
-    # must match exactly (pe_panoptic/checkpoint_io.py); never applies to --resume or --eval-only.
+    # must match exactly (pe_panoptic/engine/checkpoint_io.py); never applies to --resume or --eval-only.
     init_checkpoint_allow_mismatch=[],
     max_iter=90000,
     # Mixed precision on CUDA or CPU; dtype "bf16" (default, no loss scaling) or "fp16".
@@ -19,6 +19,6 @@ train = dict(
     clip_grad_norm=None,
     seed=-1,
     # write <output_dir>/learning_curve.{json,png}: loss terms, instance-code diagnostics and the
-    # val PQ / PQ_th / PQ_st of every evaluation (pe_panoptic/learning_curve.py)
+    # val PQ / PQ_th / PQ_st of every evaluation (pe_panoptic/engine/learning_curve.py)
     learning_curve=False,
 )

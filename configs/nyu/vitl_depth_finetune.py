@@ -10,7 +10,7 @@
 # (tools/prepare_nyuv2_raw.py); the iteration count above assumes the 795.
 from ..coco.vitl_stage2_depth import lr_multiplier, model, optimizer, train
 from ..common.data.nyu_depth import dataloader
-from pe_panoptic.recipes import apply_recipe, make_recipe, use_resumable_loader
+from pe_panoptic.engine.recipes import apply_recipe, make_recipe, use_resumable_loader
 
 NUM_GPUS = 8
 BATCH_PER_GPU = 2

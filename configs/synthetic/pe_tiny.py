@@ -6,7 +6,7 @@
 # SCRATCH: no pretrained weights can be downloaded here. Two initialization choices for that:
 # pos_embed_init="sincos" and LayerScale init 1.0 (DINOv2's 1e-5 leaves a random ViT an identity
 # map for hundreds of steps). What this budget reaches is in the README ("The demo").
-from pe_panoptic.recipes import use_resumable_loader
+from pe_panoptic.engine.recipes import use_resumable_loader
 
 from ..common.data.synthetic import dataloader
 from ..common.models.pe_panoptic import model

@@ -11,7 +11,7 @@
 # inst_position="offset" (not in the paper).
 import os
 
-from pe_panoptic.recipes import use_resumable_loader
+from pe_panoptic.engine.recipes import use_resumable_loader
 
 from ..common.data.synthetic import dataloader
 from ..common.models.pe_panoptic import model

@@ -33,8 +33,8 @@ from PIL import Image
 
 from detectron2.utils.file_io import PathManager
 
-from ..targets import sample_at_output
-from .errors import InvalidSampleError
+from pe_panoptic.data.targets import sample_at_output
+from pe_panoptic.data.errors import InvalidSampleError
 
 __all__ = [
     "DEPTH_KINDS",
@@ -205,7 +205,7 @@ def depth_targets(
 
     ``depth_map`` [H, W]: metric depth (metres) for ``kind="metric"``, disparity for
     ``kind="disparity"``; NaN = invalid (also the padding). It is sampled at the output pixel
-    centres (nearest, :func:`pe_panoptic.targets.sample_at_output`, the same positions as the
+    centres (nearest, :func:`pe_panoptic.data.targets.sample_at_output`, the same positions as the
     panoptic targets).
 
     Returns ``depth`` [h, w] float32 (metres, or disparity normalized to ``[0, 1]`` over the

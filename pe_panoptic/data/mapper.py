@@ -3,7 +3,7 @@
 Reads the image and the panoptic PNG (``panopticapi.utils.rgb2id``), validates them against
 ``segments_info``, applies detectron2 augmentations to both (the id map as a segmentation, i.e.
 nearest interpolation), pads to the network input size and builds the targets of
-:func:`pe_panoptic.targets.panoptic_targets` at the output resolution (input * 8/14, paper
+:func:`pe_panoptic.data.targets.panoptic_targets` at the output resolution (input * 8/14, paper
 Sec. 5.1). Optionally also the depth targets of :mod:`pe_panoptic.data.depth_labels` (metric
 ground truth, or relative-disparity pseudo-labels; paper Sec. 3.4, Appendix A), augmented with
 the same transforms; depth-only datasets (NYUv2) use ``panoptic=False``.
@@ -28,8 +28,8 @@ from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import log_every_n_seconds
 from panopticapi.utils import rgb2id
 
-from ..targets import panoptic_targets
-from .depth_labels import (
+from pe_panoptic.data.targets import panoptic_targets
+from pe_panoptic.data.depth_labels import (
     DEFAULT_MAX_DEPTH,
     DEFAULT_MIN_DEPTH,
     DEPTH_KINDS,
@@ -41,7 +41,7 @@ from .depth_labels import (
     read_disparity,
     read_metric_depth,
 )
-from .errors import InvalidSampleError
+from pe_panoptic.data.errors import InvalidSampleError
 
 __all__ = [
     "InvalidSampleError",
@@ -190,7 +190,7 @@ def compact_segment_labels(
     """Validate a panoptic id map against ``segments_info`` like :func:`check_segment_ids` (same
     errors) and renumber it compactly: returns ``labels [H, W]`` int64 (0 = unlabeled, ``k`` =
     the segment whose id is the k-th smallest) and ``segments_info`` with those ids. The
-    renumbering keeps the id order, so :func:`pe_panoptic.targets.panoptic_targets` gives the
+    renumbering keeps the id order, so :func:`pe_panoptic.data.targets.panoptic_targets` gives the
     same targets, and it replaces a sort of the pixels by a search among the few segment ids
     (the targets then count pixels with histograms)."""
     info_ids = np.array(sorted(int(s["id"]) for s in segments_info), dtype=np.int64)
@@ -279,7 +279,7 @@ class PanopticCentroidDatasetMapper:
         size_divisibility: ViT patch size (14).
         output_stride: input / output size ratio (14 / 8); output size = ``round(input / stride)``.
         ignore_label, eds_D, eds_w_min, use_eds, include_void: see
-            :func:`pe_panoptic.targets.panoptic_targets` (``eds_D`` in input pixels).
+            :func:`pe_panoptic.data.targets.panoptic_targets` (``eds_D`` in input pixels).
         dataset_name: registered dataset whose metadata gives the thing classes (for
             ``segments_info`` without ``isthing``, e.g. detectron2's Cityscapes panoptic) and the
             number of classes (to validate ``category_id``).
@@ -305,7 +305,7 @@ class PanopticCentroidDatasetMapper:
     Output dict: the input dict's keys plus ``image`` (uint8 CHW tensor, padded), ``height``,
     ``width`` (original image size), ``file_name``, ``image_id``, ``image_size_unpadded``
     (``(h, w)`` after augmentation, before padding) and, when built, ``targets`` (panoptic keys
-    of :func:`pe_panoptic.targets.panoptic_targets` and/or ``depth`` [h, w] float32 and
+    of :func:`pe_panoptic.data.targets.panoptic_targets` and/or ``depth`` [h, w] float32 and
     ``depth_valid`` [h, w] bool of :func:`pe_panoptic.data.depth_labels.depth_targets`).
     """
 

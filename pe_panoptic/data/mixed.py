@@ -18,7 +18,7 @@ computed from the draws of the earlier steps (vectorised and cached: ~0.1 s for 
 once per worker after a resume).
 
 Every mapped dict is tagged with ``dataset`` (the dataset's name) and, when ``tasks`` are given,
-``tasks`` (the tasks its labels supervise): :class:`pe_panoptic.meta_arch.PixelCentroidHead`
+``tasks`` (the tasks its labels supervise): :class:`pe_panoptic.modeling.meta_arch.PixelCentroidHead`
 then trains only those tasks on the batch (a COCO batch: semantic + instance; a NYUv2 batch:
 depth), where a single-dataset batch has no targets for the other tasks.
 """
@@ -35,7 +35,7 @@ from omegaconf import DictConfig, ListConfig
 from detectron2.data.common import DatasetFromList
 from detectron2.utils import comm
 
-from .resumable import SampleStream, _identity, _mix, _RankBatches
+from pe_panoptic.data.resumable import SampleStream, _identity, _mix, _RankBatches
 
 __all__ = ["DatasetSchedule", "MixedTrainLoader", "build_mixed_train_loader", "dataset_dicts_per_name"]
 

@@ -1,8 +1,8 @@
 """NYUv2 monocular depth: on-disk layout, dataset dicts and registration.
 
 Layout under ``$DETECTRON2_DATASETS/nyuv2`` (written by ``datasets/prepare_nyuv2.py``, and for
-the training split from the raw dump by ``tools/prepare_nyuv2_raw.py``, see
-:mod:`pe_panoptic.data.nyu_raw`; ``datasets/README.md``)::
+the training split from the raw dump by ``datasets/prepare_nyuv2_raw.py``, see
+:mod:`datasets/nyu_raw.py`; ``datasets/README.md``)::
 
     splits/train.txt            one image stem per line (the paper's 47K training split, or the
     splits/test.txt             795 labeled training images; test: the official 654 images)
@@ -26,7 +26,7 @@ from typing import Dict, List, Optional
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.file_io import PathManager
 
-from .depth_labels import DEFAULT_MAX_DEPTH, DEFAULT_MIN_DEPTH, DEPTH_PNG_SCALE
+from pe_panoptic.data.depth_labels import DEFAULT_MAX_DEPTH, DEFAULT_MIN_DEPTH, DEPTH_PNG_SCALE
 
 __all__ = [
     "NYUV2_SPLITS",

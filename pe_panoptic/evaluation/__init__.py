@@ -1,3 +1,4 @@
-from .cityscapes import CityscapesPanopticEvaluator  # noqa: F401
-from .depth import DepthEvaluator, depth_metrics, eigen_crop_mask  # noqa: F401
-from .semseg import PanopticSemSegEvaluator, semantic_from_panoptic  # noqa: F401
+from pe_panoptic.evaluation.cityscapes import CityscapesPanopticEvaluator  # noqa: F401
+from pe_panoptic.evaluation.depth import DepthEvaluator, depth_metrics, eigen_crop_mask  # noqa: F401
+from pe_panoptic.evaluation.semseg import PanopticSemSegEvaluator, semantic_from_panoptic  # noqa: F401
+from pe_panoptic.evaluation.build import build_evaluators  # noqa: F401,E402

@@ -29,7 +29,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 
-from ..data.depth_labels import DEFAULT_MAX_DEPTH, DEFAULT_MIN_DEPTH, DEPTH_PNG_SCALE, read_metric_depth
+from pe_panoptic.data.depth_labels import DEFAULT_MAX_DEPTH, DEFAULT_MIN_DEPTH, DEPTH_PNG_SCALE, read_metric_depth
 
 __all__ = ["DepthEvaluator", "depth_metrics", "eigen_crop_mask", "METRIC_NAMES", "EIGEN_CROP"]
 

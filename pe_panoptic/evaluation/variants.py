@@ -19,7 +19,7 @@ import torch
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 
-from ..postprocess import DECODERS, VOID_SOURCES, PostProcessConfig
+from pe_panoptic.postprocess import DECODERS, VOID_SOURCES, PostProcessConfig
 
 __all__ = ["variant_name", "variant_grid", "evaluate_postprocess_variants"]
 
@@ -52,7 +52,7 @@ def evaluate_postprocess_variants(
     """Evaluate ``model`` once per post-processing variant, running the network once per batch.
 
     Args:
-        model: a :class:`pe_panoptic.meta_arch.PixelCentroidHead` (put in eval mode here; its
+        model: a :class:`pe_panoptic.modeling.meta_arch.PixelCentroidHead` (put in eval mode here; its
             ``postprocess_cfg`` is restored afterwards).
         data_loader: test loader yielding lists of mapped inputs.
         make_evaluator: ``name -> DatasetEvaluator`` (a fresh one per variant: each needs its

@@ -26,12 +26,12 @@ keeps its post-processing apart from the rest:
   memory: the semantic class map a few classes at a time, ``decode_at="image"`` in column bands
   (:func:`panoptic_at_size`).
 """
-from .config import DECODERS, VOID_SOURCES, PostProcessConfig
-from .grid import decode_cells, decode_scale, naive_decode
-from .instances import grid_nms, instance_map_from_outputs, matrix_nms
-from .merge import merge_instances_and_semantics, thing_pixel_mask
-from .fullsize import panoptic_at_size
-from .results import SEMANTIC_OUTPUTS, batch_results, panoptic_from_outputs, resize_panoptic
+from pe_panoptic.postprocess.config import DECODERS, VOID_SOURCES, PostProcessConfig
+from pe_panoptic.postprocess.grid import decode_cells, decode_scale, naive_decode
+from pe_panoptic.postprocess.instances import grid_nms, instance_map_from_outputs, matrix_nms
+from pe_panoptic.postprocess.merge import merge_instances_and_semantics, thing_pixel_mask
+from pe_panoptic.postprocess.fullsize import panoptic_at_size
+from pe_panoptic.postprocess.results import SEMANTIC_OUTPUTS, batch_results, panoptic_from_outputs, resize_panoptic
 
 __all__ = [
     "DECODERS",

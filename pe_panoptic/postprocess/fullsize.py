@@ -22,11 +22,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from ..encoding import CentroidEncoding
-from .config import PostProcessConfig, resolve_cfg
-from .grid import check_inst, decode_cells
-from .instances import instances_from_cells
-from .merge import (
+from pe_panoptic.encoding import CentroidEncoding
+from pe_panoptic.postprocess.config import PostProcessConfig, resolve_cfg
+from pe_panoptic.postprocess.grid import check_inst, decode_cells
+from pe_panoptic.postprocess.instances import instances_from_cells
+from pe_panoptic.postprocess.merge import (
     SemanticMaps,
     assemble_panoptic,
     instance_class_scores,
@@ -35,7 +35,7 @@ from .merge import (
     thing_class_mask,
     vote_instance_classes,
 )
-from .upsample import DEFAULT_CHUNK_BYTES, band_width, bilinear_column_bands
+from pe_panoptic.postprocess.upsample import DEFAULT_CHUNK_BYTES, band_width, bilinear_column_bands
 
 __all__ = ["panoptic_at_size"]
 

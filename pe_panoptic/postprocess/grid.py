@@ -29,7 +29,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from ..encoding import (
+from pe_panoptic.encoding import (
     BinEncoding,
     CentroidEncoding,
     Decoded,

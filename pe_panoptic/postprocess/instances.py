@@ -43,9 +43,9 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from ..encoding import CentroidEncoding
-from .config import PostProcessConfig, resolve_cfg
-from .grid import cell_counts, check_grid, decode_cells, paint_cells
+from pe_panoptic.encoding import CentroidEncoding
+from pe_panoptic.postprocess.config import PostProcessConfig, resolve_cfg
+from pe_panoptic.postprocess.grid import cell_counts, check_grid, decode_cells, paint_cells
 
 __all__ = ["grid_nms", "matrix_nms", "instance_map_from_outputs", "instances_from_cells"]
 

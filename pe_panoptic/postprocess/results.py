@@ -13,13 +13,13 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from ..encoding import CentroidEncoding
-from .config import PostProcessConfig, resolve_cfg
-from .grid import check_inst
-from .instances import instance_map_from_outputs
-from .fullsize import panoptic_at_size
-from .merge import merge_instances_and_semantics, thing_pixel_mask
-from .upsample import DEFAULT_CHUNK_BYTES, bilinear, upsampled_argmax
+from pe_panoptic.encoding import CentroidEncoding
+from pe_panoptic.postprocess.config import PostProcessConfig, resolve_cfg
+from pe_panoptic.postprocess.grid import check_inst
+from pe_panoptic.postprocess.instances import instance_map_from_outputs
+from pe_panoptic.postprocess.fullsize import panoptic_at_size
+from pe_panoptic.postprocess.merge import merge_instances_and_semantics, thing_pixel_mask
+from pe_panoptic.postprocess.upsample import DEFAULT_CHUNK_BYTES, bilinear, upsampled_argmax
 
 __all__ = ["SEMANTIC_OUTPUTS", "panoptic_from_outputs", "resize_panoptic", "batch_results"]
 
@@ -61,7 +61,7 @@ def resize_panoptic(
     recomputed and segments that vanish are dropped (detectron2 format in and out).
 
     ``mode="nearest-exact"`` samples at pixel centers (``src = floor((i + 0.5) * in / out)``),
-    the convention of the targets (:func:`pe_panoptic.targets.sample_at_output`); torch's legacy
+    the convention of the targets (:func:`pe_panoptic.data.targets.sample_at_output`); torch's legacy
     ``"nearest"`` (``floor(i * in / out)``) shifts the map by half an output pixel, which costs
     ~4.5 oracle PQ on COCO at 1008 px (tools/oracle_pq.py).
     """
@@ -96,7 +96,7 @@ def batch_results(
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
 ) -> List[Dict]:
     """Raw network outputs of a batch -> detectron2 results, used by ``PixelCentroidHead.inference``
-    and for exported networks (``pe_panoptic.export.postprocess``).
+    and for exported networks (``pe_panoptic.export.exporter.postprocess``).
 
     Args:
         outputs: ``sem_logits [B, N, h, w]``, ``inst [B, C, h, w]`` and optionally

@@ -15,7 +15,7 @@ from pe_panoptic.data.mapper import (
     build_test_augmentations,
     build_train_augmentations,
 )
-from pe_panoptic.engine import build_evaluators
+from pe_panoptic.evaluation.build import build_evaluators
 
 INPUT_SIZE = 518
 

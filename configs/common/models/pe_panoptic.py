@@ -2,9 +2,9 @@
 # 1 conv (output at 8/14 of the input) -> one 3x3 conv per task head.
 # Defaults: ViT-B with blocks 3/6/9/12 (1-indexed), decoder width 256, PE with L = 4, EDS D = 20.
 from detectron2.config import LazyCall as L
-from pe_panoptic.backbone import DINOv2Backbone
-from pe_panoptic.decoder import TransposedConvDecoder
-from pe_panoptic.meta_arch import PixelCentroidHead
+from pe_panoptic.modeling.backbone import DINOv2Backbone
+from pe_panoptic.modeling.decoder import TransposedConvDecoder
+from pe_panoptic.modeling.meta_arch import PixelCentroidHead
 
 model = L(PixelCentroidHead)(
     backbone=L(DINOv2Backbone)(

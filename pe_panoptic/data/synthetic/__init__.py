@@ -43,7 +43,7 @@ Importing the package registers ``synthetic_panoptic{,_small,_dense}_{train,val}
 """
 
 # every public name of the former single module stays importable from here
-from .catalog import (
+from pe_panoptic.data.synthetic.catalog import (
     GENERATOR_VERSION,
     IGNORE_LABEL,
     LABEL_DIVISOR,
@@ -59,7 +59,7 @@ from .catalog import (
     synthetic_panoptic_metadata,
     synthetic_split_paths,
 )
-from .drawing import (
+from pe_panoptic.data.synthetic.drawing import (
     Texture,
     blob_mask,
     convex_polygon_mask,
@@ -75,8 +75,8 @@ from .drawing import (
     void_texture,
     windowed_mask,
 )
-from .files import ensure_synthetic_panoptic, generate_synthetic_panoptic
-from .scene import SceneConfig, SyntheticSample, paint_labels, render_scene
+from pe_panoptic.data.synthetic.files import ensure_synthetic_panoptic, generate_synthetic_panoptic
+from pe_panoptic.data.synthetic.scene import SceneConfig, SyntheticSample, paint_labels, render_scene
 
 __all__ = [
     "SYNTHETIC_CATEGORIES",

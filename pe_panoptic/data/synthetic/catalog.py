@@ -131,7 +131,7 @@ def load_synthetic_panoptic(root: str, split: str) -> List[dict]:
     (:func:`pe_panoptic.data.validation.validate_coco_panoptic`)."""
     from detectron2.data.datasets.coco_panoptic import load_coco_panoptic_json
 
-    from ..validation import validate_coco_panoptic
+    from pe_panoptic.data.validation import validate_coco_panoptic
 
     paths = synthetic_split_paths(root, split)
     missing = [p for k, p in paths.items() if not os.path.exists(p)]
@@ -158,7 +158,7 @@ def register_synthetic_panoptic(name: str, root: str, split: str) -> None:
     """
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
-    from ..validation import mark_validated
+    from pe_panoptic.data.validation import mark_validated
 
     check_split(split, "register_synthetic_panoptic")
     if name in DatasetCatalog.list():

@@ -8,7 +8,7 @@ from typing import Callable, Tuple
 import cv2
 import numpy as np
 
-from .catalog import STUFF_CATEGORIES
+from pe_panoptic.data.synthetic.catalog import STUFF_CATEGORIES
 
 __all__ = [
     "Texture",

@@ -11,7 +11,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 from PIL import Image
 
-from .catalog import (
+from pe_panoptic.data.synthetic.catalog import (
     GENERATOR_VERSION,
     SPLIT_CODE,
     SPLITS,
@@ -22,7 +22,7 @@ from .catalog import (
     default_synthetic_root,
     synthetic_split_paths,
 )
-from .scene import SceneConfig, render_scene
+from pe_panoptic.data.synthetic.scene import SceneConfig, render_scene
 
 __all__ = ["generate_synthetic_panoptic", "ensure_synthetic_panoptic"]
 

@@ -10,8 +10,8 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 from scipy import ndimage
 
-from .catalog import CONTIGUOUS_ID, IGNORE_LABEL, STUFF_CATEGORIES, THING_CATEGORIES
-from .drawing import (
+from pe_panoptic.data.synthetic.catalog import CONTIGUOUS_ID, IGNORE_LABEL, STUFF_CATEGORIES, THING_CATEGORIES
+from pe_panoptic.data.synthetic.drawing import (
     Texture,
     blob_mask,
     pixel_grid,

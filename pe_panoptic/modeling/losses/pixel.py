@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .checks import check_ndim, check_same_shape, check_spatial, pe_channels
+from pe_panoptic.modeling.losses.checks import check_ndim, check_same_shape, check_spatial, pe_channels
 
 __all__ = ["NORMALIZATIONS", "weighted_mean", "semantic_ce_map", "instance_pe_loss_map", "offset_l1_map"]
 
@@ -105,7 +105,7 @@ def offset_l1_map(offset: torch.Tensor, uv: torch.Tensor, valid: torch.Tensor) -
     normalized target centroid, ``valid [B, H, W]`` the instance pixels. Per pixel
     ``|u + du - c_u| + |v + dv - c_v|`` with ``(u, v)`` the pixel's own normalized centre
     (:func:`pe_panoptic.encoding.pixel_centers`); 0 on void pixels (excluded with a ``where``)."""
-    from ..encoding import pixel_centers
+    from pe_panoptic.encoding import pixel_centers
 
     fn = "offset_l1_map"
     check_ndim(fn, "offset", offset, 4, "[B, 2, H, W]")

@@ -37,8 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .encoding import CentroidEncoding
-from .postprocess import (
+from pe_panoptic.encoding import CentroidEncoding
+from pe_panoptic.postprocess import (
     PostProcessConfig,
     decode_scale,
     matrix_nms,
@@ -227,14 +227,14 @@ def build_benchmark_model(
     num_things: int = 80,
     depth: bool = False,
 ) -> nn.Module:
-    """A :class:`pe_panoptic.meta_arch.PixelCentroidHead` from a LazyConfig (``model`` node,
+    """A :class:`pe_panoptic.modeling.meta_arch.PixelCentroidHead` from a LazyConfig (``model`` node,
     ``key=value`` overrides) or, without a config, from a DINOv2 backbone name: the paper's
     architecture (4 block outputs, 3 transposed convs, ``decoder_width``), ``num_classes``
     classes of which the first ``num_things`` are things (COCO: 133 / 80), random init."""
     if config_file:
         from detectron2.config import instantiate
 
-        from .config_overrides import load_config
+        from pe_panoptic.engine.config_overrides import load_config
 
         if not os.path.isfile(config_file):
             raise FileNotFoundError(f"--config-file {config_file!r} does not exist")
@@ -244,9 +244,9 @@ def build_benchmark_model(
         return instantiate(cfg.model)
     if overrides:
         raise ValueError(f"config overrides {list(overrides)} need --config-file (the model is built from --backbone)")
-    from .backbone import DEFAULT_OUT_INDICES, SUPPORTED_MODELS, DINOv2Backbone
-    from .decoder import TransposedConvDecoder, concat_channels
-    from .meta_arch import PixelCentroidHead
+    from pe_panoptic.modeling.backbone import DEFAULT_OUT_INDICES, SUPPORTED_MODELS, DINOv2Backbone
+    from pe_panoptic.modeling.decoder import TransposedConvDecoder, concat_channels
+    from pe_panoptic.modeling.meta_arch import PixelCentroidHead
 
     if backbone not in SUPPORTED_MODELS:
         raise ValueError(f"--backbone {backbone!r}: choose one of {SUPPORTED_MODELS}")
@@ -274,7 +274,7 @@ def build_benchmark_model(
 def scaled_scene_config(size: Tuple[int, int], min_instances: int = 10, max_instances: int = 25):
     """A :class:`pe_panoptic.data.synthetic.SceneConfig` whose lengths (tuned for 168 px images)
     scale with ``min(size)``, with a COCO-like 10-25 instances."""
-    from .data.synthetic import SceneConfig
+    from pe_panoptic.data.synthetic import SceneConfig
 
     s = min(size) / 168.0
     return SceneConfig(
@@ -293,7 +293,7 @@ def synthetic_panoptic_sample(
     ``thing_ids`` (default ``0 .. num_things - 1``, COCO-like), each stuff segment one of the
     other classes of ``0 .. num_classes - 1`` (seeded). Instance sizes scale with the image
     (``render_scene`` is tuned for 168 px)."""
-    from .data.synthetic import render_scene, synthetic_panoptic_metadata
+    from pe_panoptic.data.synthetic import render_scene, synthetic_panoptic_metadata
 
     h, w = (int(v) for v in size)
     if h < 32 or w < 32:
@@ -318,7 +318,7 @@ def noisy_outputs(
     targets: Mapping[str, torch.Tensor], encoding: CentroidEncoding, num_classes: int, *,
     noise: float = 0.1, logit: float = 5.0, generator: Optional[torch.Generator] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Realistic outputs of one image from its targets (:func:`pe_panoptic.targets.panoptic_targets`):
+    """Realistic outputs of one image from its targets (:func:`pe_panoptic.data.targets.panoptic_targets`):
     ``sem_logits [N, h, w]`` = ``logit`` x one-hot(class) + N(0, 1) noise (ignore pixels: noise
     only) and ``inst [C, h, w]`` = ``encoding.targets`` + N(0, ``noise``^2)."""
     sem = targets["sem_seg"]
@@ -336,11 +336,11 @@ def training_inputs(
     output_stride: float = 14 / 8, seed: int = 0, distinct: int = 2, depth: bool = False,
 ) -> List[dict]:
     """``batch`` mapped training samples (``image`` uint8 ``[3, size, size]`` + ``targets`` of
-    :func:`pe_panoptic.targets.panoptic_targets` at ``round(size / output_stride)``, plus metric
+    :func:`pe_panoptic.data.targets.panoptic_targets` at ``round(size / output_stride)``, plus metric
     ``depth`` / ``depth_valid`` targets of a synthetic 1-9 m ramp when ``depth``), cycling over
     ``distinct`` synthetic scenes (rendering big scenes is slow)."""
-    from .data.depth_labels import depth_targets
-    from .targets import panoptic_targets
+    from pe_panoptic.data.depth_labels import depth_targets
+    from pe_panoptic.data.targets import panoptic_targets
 
     if batch < 1 or size < 32:
         raise ValueError(f"need batch >= 1 and size >= 32, got batch={batch}, size={size}")

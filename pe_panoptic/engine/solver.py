@@ -2,11 +2,11 @@
 (paper Sec. 5.1: AdamW, lr 5e-4, "decayed through a cosine schedule after a linear warm up";
 the backbone is fine-tuned with "layer decay to suppress the learning rate for the earlier
 layers"). Neither paper gives the layer-decay factor or the final learning rate: the configs'
-0.6 and 1e-6 (:data:`pe_panoptic.recipes.LAYER_DECAY`, :data:`~pe_panoptic.recipes.MIN_LR`) come
+0.6 and 1e-6 (:data:`pe_panoptic.engine.recipes.LAYER_DECAY`, :data:`~pe_panoptic.engine.recipes.MIN_LR`) come
 from the same group's follow-up work, not from the paper.
 
 Layer-wise decay (as in BEiT / ViTDet): a backbone parameter of layer id ``i`` (see
-:meth:`pe_panoptic.backbone.DINOv2Backbone.layer_id`; embeddings 0, block ``k`` -> ``k + 1``,
+:meth:`pe_panoptic.modeling.backbone.DINOv2Backbone.layer_id`; embeddings 0, block ``k`` -> ``k + 1``,
 final norm ``L + 1``) gets ``lr = base_lr * layer_decay ** (L + 1 - i)`` with ``L`` the
 backbone's ``num_layers``; every other parameter (decoder, heads) gets ``base_lr``.
 

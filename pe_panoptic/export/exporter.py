@@ -1,4 +1,4 @@
-"""Export of :class:`pe_panoptic.meta_arch.PixelCentroidHead` to TorchScript and ONNX.
+"""Export of :class:`pe_panoptic.modeling.meta_arch.PixelCentroidHead` to TorchScript and ONNX.
 
 What is exported is the **network**: DINOv2 encoder -> transposed-conv decoder -> task heads
 (:class:`ExportableNetwork`). Input: ``image [B, 3, H, W]`` float32, RGB, normalized with the
@@ -50,9 +50,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .encoding import BinEncoding, CentroidEncoding, PositionalEncoding, build_encoding
-from .postprocess import PostProcessConfig, panoptic_from_outputs, resize_panoptic  # noqa: F401
-from .postprocess import batch_results as postprocess  # the documented post-processing of exported outputs
+from pe_panoptic.encoding import BinEncoding, CentroidEncoding, PositionalEncoding, build_encoding
+from pe_panoptic.postprocess import PostProcessConfig, panoptic_from_outputs, resize_panoptic  # noqa: F401
+from pe_panoptic.postprocess import batch_results as postprocess  # the documented post-processing of exported outputs
 
 __all__ = [
     "ONNX_OPSET",
@@ -331,7 +331,7 @@ class OnnxPanopticPredictor:
         self.cfg = PostProcessConfig(**pp)
 
     def __call__(self, image: np.ndarray) -> Dict:
-        from .data.mapper import build_test_augmentations
+        from pe_panoptic.data.mapper import build_test_augmentations
         from detectron2.data import transforms as T
 
         image = np.asarray(image)

@@ -55,12 +55,19 @@ class ConfigOverrideError(ValueError):
 
 
 def load_config(config_file: str, overrides: Sequence[str] = ()):
-    """``LazyConfig.load(config_file)`` with :func:`apply_overrides` applied."""
+    """``LazyConfig.load(config_file)`` with :func:`apply_overrides` applied. A saved run's
+    ``config.yaml`` that names modules from before the package reorganization is read with
+    today's names (:mod:`pe_panoptic.engine.moved_modules`)."""
     from detectron2.config import LazyConfig
+
+    from pe_panoptic.engine.moved_modules import upgrade_config
 
     if not os.path.isfile(config_file):
         raise FileNotFoundError(f"config file {config_file!r} not found")
-    return apply_overrides(LazyConfig.load(config_file), overrides, source=config_file)
+    cfg = LazyConfig.load(config_file)
+    if config_file.endswith((".yaml", ".yml")):  # a saved run's config may name pre-reorganization modules
+        upgrade_config(cfg, source=config_file)
+    return apply_overrides(cfg, overrides, source=config_file)
 
 
 def apply_overrides(cfg, overrides: Sequence[str], source: str = "the config"):

@@ -8,10 +8,10 @@ from typing import Dict, Iterable, Optional
 import torch
 import torch.nn as nn
 
-from ..encoding import CentroidEncoding
-from .depth import affine_invariant_disparity_loss, silog_loss
-from .pixel import NORMALIZATIONS, offset_l1_map, semantic_ce_map, weighted_mean
-from .regularizers import generalized_dice_loss, instance_codes_from_targets, tv_loss_regression, tv_loss_semantic
+from pe_panoptic.encoding import CentroidEncoding
+from pe_panoptic.modeling.losses.depth import affine_invariant_disparity_loss, silog_loss
+from pe_panoptic.modeling.losses.pixel import NORMALIZATIONS, offset_l1_map, semantic_ce_map, weighted_mean
+from pe_panoptic.modeling.losses.regularizers import generalized_dice_loss, instance_codes_from_targets, tv_loss_regression, tv_loss_semantic
 
 __all__ = ["TASKS", "PixelCentroidCriterion"]
 
@@ -43,7 +43,7 @@ class PixelCentroidCriterion(nn.Module):
       loss (Eq. 9, metric depth).
 
     ``normalize`` is how Eq. (1)'s weighted pixel average reduces a batch (``loss_sem``,
-    ``loss_inst``, ``loss_inst_offset``; :func:`~pe_panoptic.losses.weighted_mean`): ``"batch"``
+    ``loss_inst``, ``loss_inst_offset``; :func:`~pe_panoptic.modeling.losses.weighted_mean`): ``"batch"``
     (default) divides the batch's weighted loss sum by the batch's weight sum, ``"per_image"``
     applies Eq. (1) to each image and averages the images. The paper writes Eq. (1) for one image
     and does not say which; config key ``model.loss.normalize``.

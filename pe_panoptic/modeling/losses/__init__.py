@@ -36,10 +36,10 @@ Reductions (decisions not fixed by the paper):
 * Depth losses are computed per image over its valid pixels and averaged over the images that
   have at least one valid pixel.
 """
-from .criterion import TASKS, PixelCentroidCriterion
-from .depth import affine_invariant_disparity_loss, silog_loss
-from .pixel import NORMALIZATIONS, instance_pe_loss_map, offset_l1_map, semantic_ce_map, weighted_mean
-from .regularizers import generalized_dice_loss, instance_codes_from_targets, tv_loss_regression, tv_loss_semantic
+from pe_panoptic.modeling.losses.criterion import TASKS, PixelCentroidCriterion
+from pe_panoptic.modeling.losses.depth import affine_invariant_disparity_loss, silog_loss
+from pe_panoptic.modeling.losses.pixel import NORMALIZATIONS, instance_pe_loss_map, offset_l1_map, semantic_ce_map, weighted_mean
+from pe_panoptic.modeling.losses.regularizers import generalized_dice_loss, instance_codes_from_targets, tv_loss_regression, tv_loss_semantic
 
 __all__ = [
     "NORMALIZATIONS",

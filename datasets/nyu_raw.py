@@ -45,8 +45,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from .errors import InvalidSampleError
-from .kinect import project_depth_map
+from pe_panoptic.data.errors import InvalidSampleError
+from kinect import project_depth_map  # datasets/kinect.py, beside this file
 
 __all__ = [
     "FRAME_HW",

@@ -114,7 +114,7 @@ def position_channels(kind: str, h: int, w: int, like: torch.Tensor, num_harmoni
     """Position channels ``[C, h, w]`` (CoordConv, Liu et al. 2018): ``"xy"`` the normalized u, v
     (2 channels); ``"pe"`` their sine-cosine embedding with the instance target's harmonics
     (``4 L`` channels, :func:`pe_panoptic.encoding.positional_embedding`)."""
-    from .encoding import pixel_centers, positional_embedding
+    from pe_panoptic.encoding import pixel_centers, positional_embedding
 
     uv = pixel_centers(h, w, like.device)
     if kind == "xy":
@@ -155,7 +155,7 @@ def code_from_offset(z: torch.Tensor, num_harmonics: int) -> torch.Tensor:
     pixel's own normalized position. The network regresses the offset to its centroid, as
     Panoptic-DeepLab does, and a magnitude ``r`` (0 = the void code); the loss (Eq. 4), the DICE
     loss and the nearest-grid decoding still act on the PE code, unchanged."""
-    from .encoding import pixel_centers, positional_embedding
+    from pe_panoptic.encoding import pixel_centers, positional_embedding
 
     B, C, H, W = z.shape
     if C != _OFFSET_CHANNELS:

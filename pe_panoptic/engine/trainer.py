@@ -3,11 +3,6 @@
 * :class:`PETrainer`: detectron2 ``SimpleTrainer`` with autocast in fp16 or bf16 on any device
   (v0.6's ``AMPTrainer`` is CUDA/fp16 only), a GradScaler only where fp16 needs one, gradient
   accumulation (to reach the paper's effective batch on fewer GPUs) and gradient clipping.
-* :func:`build_evaluators`: the evaluator list of a dataset from its metadata: PQ
-  (``COCOPanopticEvaluator``, plus cityscapesScripts' official evaluation on Cityscapes),
-  semantic mIoU from the same ``sem_seg`` output, and depth metrics.
-* :func:`launch`: detectron2's ``launch`` that also runs several CPU processes with gloo
-  (detectron2 v0.6 assumes one CUDA device per process and NCCL).
 * :func:`default_device`: ``cuda`` when available, else ``cpu``.
 * :class:`IterationSeedHook`: reseeds the RNGs before every iteration from (seed, iteration,
   rank), so stochastic layers (drop path) draw the same numbers in a resumed run.
@@ -22,12 +17,8 @@ import time
 from typing import List, Optional
 
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
-from detectron2.data import MetadataCatalog
 from detectron2.engine import HookBase, SimpleTrainer
-from detectron2.evaluation import COCOPanopticEvaluator, DatasetEvaluators
 from detectron2.utils import comm
 
 __all__ = [
@@ -146,89 +137,6 @@ class PETrainer(SimpleTrainer):
         super().load_state_dict(state_dict)
         if self.grad_scaler is not None and "grad_scaler" in state_dict:
             self.grad_scaler.load_state_dict(state_dict["grad_scaler"])
-
-
-def build_evaluators(dataset_name: str, output_dir: Optional[str] = None, *,
-                     panoptic: bool = True, semantic: bool = True, with_depth: bool = False):
-    """Every metric the dataset supports, from its metadata (as Mask2Former's train_net does):
-    PQ (``COCOPanopticEvaluator``; for ``evaluator_type="cityscapes_panoptic_seg"`` also the
-    official cityscapesScripts evaluation), semantic mIoU, and depth metrics (``DepthEvaluator``)
-    for depth datasets (``evaluator_type="depth"``) or, with ``with_depth``, for any dataset with
-    metric depth ground truth (metadata ``depth_kind="metric"``)."""
-    meta = MetadataCatalog.get(dataset_name)
-    etype = getattr(meta, "evaluator_type", None)
-    evaluators: List = []
-    is_panoptic = etype in ("coco_panoptic_seg", "cityscapes_panoptic_seg") or hasattr(meta, "panoptic_json")
-    if panoptic and is_panoptic:
-        evaluators.append(COCOPanopticEvaluator(dataset_name, output_dir))
-    if panoptic and etype == "cityscapes_panoptic_seg":
-        from .evaluation import CityscapesPanopticEvaluator
-
-        evaluators.append(CityscapesPanopticEvaluator(dataset_name, output_dir))
-    if semantic and is_panoptic:
-        from .evaluation import PanopticSemSegEvaluator
-
-        evaluators.append(PanopticSemSegEvaluator(dataset_name, distributed=True, output_dir=None))
-    if etype == "depth" or (with_depth and getattr(meta, "depth_kind", None) == "metric"):
-        from .evaluation import DepthEvaluator
-
-        evaluators.append(DepthEvaluator(dataset_name))
-    elif with_depth:
-        logger.warning(f"with_depth=True but dataset {dataset_name!r} has no metric depth ground truth: "
-                       "depth is not evaluated on it")
-    if not evaluators:
-        raise ValueError(f"no evaluator for dataset {dataset_name!r} (evaluator_type={etype!r})")
-    return DatasetEvaluators(evaluators)
-
-
-# ---------------------------------------------------------------------------------------------
-def launch(main_func, num_processes: int = 1, num_machines: int = 1, machine_rank: int = 0,
-           dist_url: Optional[str] = None, args=(), backend: Optional[str] = None, timeout_s: int = 1800):
-    """Run ``main_func(*args)`` in ``num_processes`` processes per machine.
-
-    With CUDA, one process per GPU and NCCL (like detectron2's ``launch``). Without CUDA (or
-    with ``backend="gloo"``), CPU processes that communicate with gloo, which is what the
-    distributed tests use.
-    """
-    world_size = num_machines * num_processes
-    if world_size <= 1:
-        return main_func(*args)
-    if backend is None:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend == "nccl" and num_processes > torch.cuda.device_count():
-        raise ValueError(f"{num_processes} processes per machine but only {torch.cuda.device_count()} GPUs")
-    if dist_url is None or dist_url == "auto":
-        if num_machines != 1:
-            raise ValueError("dist_url=auto is only supported for one machine")
-        from detectron2.engine.launch import _find_free_port
-
-        dist_url = f"tcp://127.0.0.1:{_find_free_port()}"
-    mp.start_processes(
-        _worker, nprocs=num_processes,
-        args=(main_func, world_size, num_processes, machine_rank, dist_url, args, backend, timeout_s),
-        daemon=False, start_method="spawn",
-    )
-
-
-def _worker(local_rank, main_func, world_size, num_per_machine, machine_rank, dist_url, args, backend, timeout_s):
-    import datetime
-
-    global_rank = machine_rank * num_per_machine + local_rank
-    dist.init_process_group(backend=backend, init_method=dist_url, world_size=world_size, rank=global_rank,
-                            timeout=datetime.timedelta(seconds=timeout_s))
-    num_machines = world_size // num_per_machine
-    for i in range(num_machines):  # per-machine process group, as detectron2's comm expects
-        ranks = list(range(i * num_per_machine, (i + 1) * num_per_machine))
-        pg = dist.new_group(ranks)
-        if i == machine_rank:
-            comm._LOCAL_PROCESS_GROUP = pg
-    if backend == "nccl":
-        torch.cuda.set_device(local_rank)
-    comm.synchronize()
-    try:
-        main_func(*args)
-    finally:
-        dist.destroy_process_group()
 
 
 # ---------------------------------------------------------------------------------------------

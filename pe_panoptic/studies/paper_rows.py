@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Tuple
 
-from .recipes import LAYER_DECAY, MIN_LR
+from pe_panoptic.engine.recipes import LAYER_DECAY, MIN_LR
 
 __all__ = ["UNCHECKED", "DECODER_UPSAMPLINGS", "BACKBONES", "V1_TASK_PROBS", "PaperRow", "PAPER_ROWS", "STAGES",
            "check_row", "load_row_config"]
@@ -246,7 +246,7 @@ def check_row(row: PaperRow, cfg, root: Optional[str] = None) -> list:
         expect("train.effective_batch_size", row.effective_batch)
     expect("model.postprocess.grid", row.grid)
     expect("optimizer.lr", 5e-4, close=True)  # both papers: "learning rate of 5 x 10^-4"
-    # not in the paper: the same group's follow-up work (pe_panoptic.recipes)
+    # not in the paper: the same group's follow-up work (pe_panoptic.engine.recipes)
     expect("optimizer.params.layer_decay", LAYER_DECAY, close=True)
     expect("lr_multiplier.min_lr", MIN_LR, close=True)
     loss = _plain(_get(cfg, "model.loss")) or {}

@@ -2,7 +2,7 @@
 
 DINOv2 encoder -> 4 intermediate feature maps concatenated -> transposed-conv decoder (output at
 8/14 of the input) -> one conv per task: semantic logits, instance embedding (PE of the centroid,
-4L channels), optional depth. Training computes the per-pixel losses of :mod:`pe_panoptic.losses`
+4L channels), optional depth. Training computes the per-pixel losses of :mod:`pe_panoptic.modeling.losses`
 on targets built by the dataset mapper; inference returns detectron2's standard outputs
 (``sem_seg``, ``panoptic_seg``, ``depth``) at the original image size, so detectron2's
 evaluators work unchanged.
@@ -19,10 +19,10 @@ from detectron2.data import MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import ImageList
 
-from .decoder import PixelHeads
-from .encoding import CentroidEncoding, build_encoding
-from .losses import PixelCentroidCriterion
-from .postprocess import SEMANTIC_OUTPUTS, PostProcessConfig, batch_results
+from pe_panoptic.modeling.decoder import PixelHeads
+from pe_panoptic.encoding import CentroidEncoding, build_encoding
+from pe_panoptic.modeling.losses import PixelCentroidCriterion
+from pe_panoptic.postprocess import SEMANTIC_OUTPUTS, PostProcessConfig, batch_results
 
 __all__ = ["PixelCentroidHead", "TASKS", "draw_step_task"]
 
@@ -82,9 +82,9 @@ class PixelCentroidHead(nn.Module):
 
     Args:
         backbone: a detectron2 ``Backbone`` returning a dict of stride-14 feature maps
-            (:class:`pe_panoptic.backbone.DINOv2Backbone`); all of them are concatenated.
+            (:class:`pe_panoptic.modeling.backbone.DINOv2Backbone`); all of them are concatenated.
         decoder: module mapping the concatenated features ``[B, sum C, H/14, W/14]`` to
-            ``[B, width, h, w]`` (:class:`pe_panoptic.decoder.TransposedConvDecoder`).
+            ``[B, width, h, w]`` (:class:`pe_panoptic.modeling.decoder.TransposedConvDecoder`).
         decoder_width: channels of the decoder output (input of the heads).
         encoding: instance encoding (:func:`pe_panoptic.encoding.build_encoding`) or a dict of
             its arguments.
@@ -96,12 +96,12 @@ class PixelCentroidHead(nn.Module):
             a dict ``{task: prob}`` samples ONE task per optimizer step with these
             probabilities (paper_v1: instances twice as likely as semantics), the same on every
             process and every accumulation micro-batch (:meth:`set_train_step`).
-        loss: keyword arguments of :class:`pe_panoptic.losses.PixelCentroidCriterion`.
+        loss: keyword arguments of :class:`pe_panoptic.modeling.losses.PixelCentroidCriterion`.
         postprocess: keyword arguments of :class:`pe_panoptic.postprocess.PostProcessConfig`.
         depth: add the depth head (sigmoid x ``max_depth``).
         inst_position: ``"none"`` (paper: a conv outputs the code) or ``"rotary"``: the conv
             predicts a phase offset per harmonic that rotates the pixel's own position code
-            (:func:`pe_panoptic.decoder.rotate_by_position`). Not in the paper; see the README's
+            (:func:`pe_panoptic.modeling.decoder.rotate_by_position`). Not in the paper; see the README's
             learning experiments.
         decode_at: ``"output"`` decodes panoptic at the network output resolution and pastes
             the result (nearest) at the image size (paper); ``"image"`` bilinearly upsamples
@@ -219,7 +219,7 @@ class PixelCentroidHead(nn.Module):
     # ------------------------------------------------------------------------------------
     def set_train_step(self, iteration: int, seed: int = 0) -> None:
         """Declare the optimizer step the next training batches belong to;
-        :class:`pe_panoptic.engine.PETrainer` calls it before the accumulation micro-batches of
+        :class:`pe_panoptic.engine.trainer.PETrainer` calls it before the accumulation micro-batches of
         every step, with the run's seed (the same on every process)."""
         self._train_step = (int(seed), int(iteration))
 
@@ -322,11 +322,11 @@ class PixelCentroidHead(nn.Module):
         return losses
 
     def _put_instance_diagnostics(self, pred: torch.Tensor, targets: dict) -> None:
-        """Code norm and per-harmonic cosine on thing pixels (:mod:`pe_panoptic.learning_curve`)
+        """Code norm and per-harmonic cosine on thing pixels (:mod:`pe_panoptic.engine.learning_curve`)
         into detectron2's event storage, when training under a trainer and with the PE encoding."""
         from detectron2.utils.events import get_event_storage
 
-        from .learning_curve import instance_code_diagnostics
+        from pe_panoptic.engine.learning_curve import instance_code_diagnostics
 
         if self.encoding.name != "pe" or "inst_uv" not in targets or "inst_valid" not in targets:
             return

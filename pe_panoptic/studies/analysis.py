@@ -47,7 +47,7 @@ from typing import Dict, Iterable, List, Mapping, Sequence, Tuple
 import numpy as np
 import torch
 
-from .encoding import CentroidEncoding, PositionalEncoding, RGBEncoding, grid_centers
+from pe_panoptic.encoding import CentroidEncoding, PositionalEncoding, RGBEncoding, grid_centers
 
 __all__ = [
     "parse_encoding_spec",

@@ -10,7 +10,7 @@ adds what a LazyConfig needs to build them without a yacs ``CfgNode``, with upst
 * :func:`mask2former_param_groups`: the parameter groups of upstream ``train_net.py``'s
   ``build_optimizer`` (backbone lr multiplier, no weight decay on norms / embeddings);
 * :class:`DINOv2SimplePyramid`: a ViTDet-style simple feature pyramid (Li et al. 2022, Fig. 2c)
-  on the last block output of pe_panoptic's :class:`~pe_panoptic.backbone.DINOv2Backbone`, so
+  on the last block output of pe_panoptic's :class:`~pe_panoptic.modeling.backbone.DINOv2Backbone`, so
   Mask2Former runs on the same DINOv2 as our method (detectron2 0.6 predates ViTDet);
 * :func:`upstream_r50_coco_cfg`: the ``maskformer2_R50_bs16_50ep`` recipe as a yacs ``CfgNode``
   (upstream's ``configs/coco/panoptic-segmentation/{Base-COCO-PanopticSegmentation,
@@ -37,13 +37,13 @@ try:
     from mask2former.modeling.matcher import HungarianMatcher
 except ImportError as e:  # pragma: no cover - exercised only on an incomplete install
     raise ImportError(
-        f"pe_panoptic.mask2former_baseline needs upstream Mask2Former ({e}). Install it with "
+        f"pe_panoptic.baselines.mask2former needs upstream Mask2Former ({e}). Install it with "
         "`python tools/install_mask2former.py` (run by `make venv`), or put an upstream checkout of "
         "https://github.com/facebookresearch/Mask2Former on PYTHONPATH (README)."
     ) from e
 
-from .backbone import DINOv2Backbone
-from .data.validation import install_validation
+from pe_panoptic.modeling.backbone import DINOv2Backbone
+from pe_panoptic.data.validation import install_validation
 
 # importing mask2former registered its COCO "*_panoptic_with_sem_seg" datasets after pe_panoptic's
 # import-time validation: check them too when they are loaded
@@ -163,7 +163,7 @@ class DINOv2SimplePyramid(Backbone):
     4x so that every stride is an integer, as Mask2Former's pixel decoder needs).
 
     Args:
-        net: a :class:`~pe_panoptic.backbone.DINOv2Backbone` with exactly one output (its
+        net: a :class:`~pe_panoptic.modeling.backbone.DINOv2Backbone` with exactly one output (its
             ``out_indices`` = the last block kept, e.g. ``(11,)`` for all of ViT-S/14).
         out_channels: channels of every pyramid level (ViTDet: 256).
         norm: norm of the pyramid convs: ``"LN"`` (ViTDet's channel LayerNorm) or a detectron2

@@ -4,7 +4,7 @@ The paper states its schedules in epochs and *effective* batch sizes (paper_v1 S
 "effective batch size of 256 ... 200 epochs or 92K steps"; ICML Sec. 5.1, "Training stages":
 400 / 200 / 50 epochs at effective batch 1024 / 512 / 16). detectron2 trains for
 ``train.max_iter`` iterations; here one iteration is one *optimizer step* of
-:class:`pe_panoptic.engine.PETrainer`, which consumes ``accumulate_steps`` batches of
+:class:`pe_panoptic.engine.trainer.PETrainer`, which consumes ``accumulate_steps`` batches of
 ``dataloader.train.total_batch_size`` images (summed over all GPUs), so
 
     effective batch = per-GPU batch x GPUs x accumulate_steps
@@ -240,7 +240,7 @@ def use_resumable_loader(dataloader, seed="${train.seed}") -> None:
     """Make ``dataloader.train`` a :func:`pe_panoptic.data.resumable.build_resumable_train_loader`
     (same arguments as detectron2's loader; exact ``--resume`` and a data order independent of the
     number of GPUs), seeded from ``train.seed`` by default."""
-    from .data.resumable import build_resumable_train_loader
+    from pe_panoptic.data.resumable import build_resumable_train_loader
 
     train = dataloader["train"]
     train["_target_"] = build_resumable_train_loader

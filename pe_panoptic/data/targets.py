@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .encoding import normalize_coords
+from pe_panoptic.encoding import normalize_coords
 
 __all__ = [
     "segment_boundaries",

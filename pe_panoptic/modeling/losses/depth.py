@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from .checks import as_bhw, check_same_shape
+from pe_panoptic.modeling.losses.checks import as_bhw, check_same_shape
 
 __all__ = ["affine_invariant_disparity_loss", "silog_loss"]
 

@@ -7,7 +7,7 @@ instances JSON, and a semantic map where every thing pixel is class 0 and the st
 "standard" panoptic registration that has an instances JSON (metadata ``json_file``), e.g. the
 synthetic dataset; the stuff-only PNGs are written next to the panoptic PNGs on first use.
 
-Evaluation is the one of :func:`pe_panoptic.engine.build_evaluators`: PQ with
+Evaluation is the one of :func:`pe_panoptic.evaluation.build.build_evaluators`: PQ with
 ``COCOPanopticEvaluator`` (on the separated dataset: its metadata maps Panoptic FPN's separated
 category ids back to dataset ids) and semantic mIoU with
 :class:`pe_panoptic.evaluation.PanopticSemSegEvaluator` on the standard dataset, fed the semantic
@@ -204,7 +204,7 @@ class SemanticFromPanopticOutputs(DatasetEvaluator):
 
 def build_separated_evaluators(dataset_name: str, output_dir: Optional[str] = None) -> DatasetEvaluators:
     """PQ and mIoU of a Panoptic FPN on the separated dataset ``dataset_name`` (see module doc)."""
-    from .evaluation import PanopticSemSegEvaluator
+    from pe_panoptic.evaluation import PanopticSemSegEvaluator
 
     standard = MetadataCatalog.get(dataset_name).get("standard_dataset", None)
     if standard is None:
@@ -219,7 +219,7 @@ def build_separated_evaluators(dataset_name: str, output_dir: Optional[str] = No
 
 def register_all_separated() -> None:
     """Register ``<name>_separated`` for :data:`SEPARATED_SOURCES` (skipping existing ones)."""
-    from . import data  # noqa: F401  (registers the synthetic datasets)
+    from pe_panoptic import data  # noqa: F401  (registers the synthetic datasets)
 
     for src in SEPARATED_SOURCES:
         if f"{src}_separated" not in DatasetCatalog.list():

@@ -172,12 +172,12 @@ def _square_grid(num_tokens: int, what: str) -> int:
 def resample_pos_embed_for(pos_embed: torch.Tensor, model: nn.Module, mode: str = "timm") -> torch.Tensor:
     """Resample a checkpoint ``pos_embed`` (square grid) to ``model.patch_embed.grid_size``,
     keeping the prefix-token rows, with the backbone's ``pos_embed_interp`` convention
-    (:mod:`pe_panoptic.pos_embed`): ``"timm"`` = timm ``resample_abs_pos_embed`` (bicubic +
+    (:mod:`pe_panoptic.modeling.pos_embed`): ``"timm"`` = timm ``resample_abs_pos_embed`` (bicubic +
     antialias); ``"dinov2"`` / ``"hf"`` = the official / Hugging Face resampling, so that a model
     built at that grid computes what the official model computes at that input size."""
     from timm.layers import resample_abs_pos_embed
 
-    from .pos_embed import resample_grid
+    from pe_panoptic.modeling.pos_embed import resample_grid
 
     target = model.pos_embed
     if pos_embed.shape == target.shape:

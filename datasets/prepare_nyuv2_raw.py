@@ -5,12 +5,12 @@ Input: the extracted raw dump (one folder per scene with ``r-*.ppm`` / ``d-*.pgm
 files, as the official site ships it) and a train-scene list (one scene folder name per line,
 e.g. BTS's ``train_scenes.txt``: the scenes of the official labelled training split)::
 
-    python tools/prepare_nyuv2_raw.py --raw-root /data/nyu_raw --scenes train_scenes.txt
+    python datasets/prepare_nyuv2_raw.py --raw-root /data/nyu_raw --scenes train_scenes.txt
 
 Each scene's depth frames are matched to the nearest RGB frame (the toolbox's
 ``get_synched_frames.m``), every ``--sample-step``-th one is projected onto the RGB frame in
 metres (``project_depth_map.m``) and written to ``$DETECTRON2_DATASETS/nyuv2/train/`` with
-``splits/train.txt`` (replaced). See :mod:`pe_panoptic.data.nyu_raw` for the details and
+``splits/train.txt`` (replaced). See :mod:`datasets/nyu_raw.py` for the details and
 ``datasets/prepare_nyuv2.py`` for the official 654-image test split (the labelled set).
 
 Bad frames are skipped with a warning naming the file (``--strict``: stop at the first); the
@@ -24,9 +24,8 @@ import logging
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from pe_panoptic.data.nyu_raw import prepare_nyuv2_raw, stats_dict  # noqa: E402
+from nyu_raw import prepare_nyuv2_raw, stats_dict  # noqa: E402
 
 
 def parse_args(argv=None):

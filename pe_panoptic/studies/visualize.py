@@ -7,7 +7,7 @@
   every thing segment the centroid it decodes to (its most frequent cell) drawn as a dot.
 * :func:`eds_map` + :func:`weights_to_rgb`: the Edge Distance Sampling weights of an instance map
   (paper Eq. 5, Figs. 2 and 6e), computed by the training code
-  (:func:`pe_panoptic.targets.panoptic_targets`, ``inst_weight``): each instance and each crowd
+  (:func:`pe_panoptic.data.targets.panoptic_targets`, ``inst_weight``): each instance and each crowd
   region is a label, stuff / void one more; crowd pixels weigh 0.
 
 Tensor functions work on the input's device; drawing happens on numpy uint8 RGB images.
@@ -20,8 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .encoding import grid_centers
-from .targets import panoptic_targets
+from pe_panoptic.encoding import grid_centers
+from pe_panoptic.data.targets import panoptic_targets
 
 __all__ = [
     "panoptic_overlay",

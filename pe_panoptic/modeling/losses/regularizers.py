@@ -16,8 +16,8 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from ..encoding import CentroidEncoding
-from .checks import check_ndim, check_same_shape, check_spatial, pe_channels
+from pe_panoptic.encoding import CentroidEncoding
+from pe_panoptic.modeling.losses.checks import check_ndim, check_same_shape, check_spatial, pe_channels
 
 __all__ = ["tv_loss_regression", "tv_loss_semantic", "instance_codes_from_targets", "generalized_dice_loss"]
 
