@@ -5,6 +5,7 @@
     python datasets/prepare_synthetic.py --root /tmp/synth --num-train 50 --num-val 10 --size 112
     python datasets/prepare_synthetic.py --variant small   # -> .../synthetic_panoptic_small (32/16 at 112 px)
     python datasets/prepare_synthetic.py --variant dense   # -> .../synthetic_panoptic_dense (touching small things)
+    python datasets/prepare_synthetic.py --variant large   # -> .../synthetic_panoptic_large (things of 1-10 patches)
 
 Idempotent: re-running with the same parameters does nothing (see ``manifest.json``); other
 parameters regenerate. The result is registered as ``synthetic_panoptic_train`` /

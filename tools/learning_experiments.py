@@ -36,6 +36,26 @@ def load_spec(path: str) -> dict:
     return spec
 
 
+def variant_overrides(name, entry, args) -> list:
+    """The overrides of one ``EXPERIMENTS`` entry: a list of ``key=value``, or a dict with
+    ``overrides`` and ``init_from`` (another variant of the same output folder, which must come
+    earlier: this one starts from its ``model_final.pth``, as the paper's stages start from the
+    previous stage's weights)."""
+    if isinstance(entry, dict):
+        unknown = set(entry) - {"overrides", "init_from"}
+        if unknown:
+            raise SystemExit(f"experiment {name!r}: unknown keys {sorted(unknown)} (overrides, init_from)")
+        overrides = list(entry.get("overrides", []))
+        if entry.get("init_from"):
+            ckpt = os.path.join(args.output, entry["init_from"], "model_final.pth")
+            if not os.path.isfile(ckpt):
+                raise SystemExit(f"experiment {name!r} starts from {entry['init_from']!r}, which has no {ckpt}: "
+                                 f"run it first (list it before {name!r})")
+            overrides.append(f"train.init_checkpoint={ckpt}")
+        return overrides
+    return list(entry)
+
+
 def run_variant(name, overrides, spec, args) -> dict:
     out = os.path.join(args.output, name)
     metrics_path = os.path.join(out, "metrics_final.json")
@@ -126,7 +146,9 @@ def main(argv=None):
     if unknown:
         raise SystemExit(f"unknown variants {unknown}; {args.spec} has {list(spec['EXPERIMENTS'])}")
     os.environ.setdefault("DETECTRON2_DATASETS", os.path.join(ROOT, "datasets"))
-    results = {n: run_variant(n, spec["EXPERIMENTS"][n], spec, args) for n in names}
+    results = {}
+    for n in names:  # in order: a variant may start from an earlier one's weights (init_from)
+        results[n] = run_variant(n, variant_overrides(n, spec["EXPERIMENTS"][n], args), spec, args)
     os.makedirs(args.output, exist_ok=True)
     path = os.path.join(args.output, "results.json")
     old = {}

@@ -117,8 +117,16 @@ SMALL_VARIANT = dict(seed=3, num_train=32, num_val=16, image_size=(112, 112))
 DENSE_VARIANT = dict(seed=7, num_train=60, num_val=60, image_size=(168, 168),
                      scene=dict(min_instances=8, max_instances=16, min_size=8.0, max_size=24.0, touch_prob=0.85,
                                 crowd_prob=0.0))
+#: The COCO-scale variant ``synthetic_panoptic_large_{train,val}`` (folder ``synthetic_panoptic_large``):
+#: 2-6 things of 14-140 px (1-10 ViT patches of 14 px, as most COCO things at 1008 px) per 224 px
+#: image, where most things of the default variant are under one patch. The void study of the
+#: paper's instance head runs on it (docs/experiments.md, "Why the ICML void setting stalls").
+LARGE_VARIANT = dict(seed=11, num_train=160, num_val=40, image_size=(224, 224),
+                     scene=dict(min_instances=2, max_instances=6, min_size=14.0, max_size=140.0,
+                                void_radius=(14.0, 56.0), crowd_part_size=(10.0, 20.0),
+                                crowd_spread=(12.0, 28.0)))
 VARIANTS = {"default": ("synthetic_panoptic", {}), "small": ("synthetic_panoptic_small", SMALL_VARIANT),
-            "dense": ("synthetic_panoptic_dense", DENSE_VARIANT)}
+            "dense": ("synthetic_panoptic_dense", DENSE_VARIANT), "large": ("synthetic_panoptic_large", LARGE_VARIANT)}
 
 
 # ----------------------------------------------------------------------------------------------
