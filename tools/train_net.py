@@ -18,8 +18,9 @@ fp16 or bf16 (``train.amp.enabled``, ``train.amp.dtype``) on CUDA or CPU, gradie
 True or a dict of ``torch.compile`` arguments), CPU multi-process training with gloo
 (``--num-gpus N`` without CUDA), exact resumption (the RNGs are reseeded from the iteration
 before every step, and a :class:`pe_panoptic.data.resumable.ResumableTrainLoader` continues its
-data stream at the resumed iteration), and ``--metrics-json`` to write the final evaluation
-results.
+data stream at the resumed iteration), ``--metrics-json`` to write the final evaluation
+results, and ``train.hooks``: a list of LazyCall'd detectron2 hooks the config adds (EoMT's mask
+annealing, :class:`pe_panoptic.baselines.eomt_annealing.MaskAnnealingHook`).
 
 What it refuses (README "What it refuses, and why"): overrides of keys the config does not have
 or of the wrong type (:mod:`pe_panoptic.engine.config_overrides`); checkpoints that do not fit the model
@@ -119,6 +120,8 @@ def do_train(args, cfg):
             hooks.IterationTimer(),
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
             hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
+            # the config's own hooks (e.g. EoMT's MaskAnnealingHook), before the evaluation hook
+            *[instantiate(h) for h in (cfg.train.get("hooks", None) or [])],
             hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),
             LearningCurveHook(cfg.train.output_dir, cfg.train.eval_period or cfg.train.max_iter,
                               sample_period=cfg.train.log_period, title=os.path.basename(args.config_file))
