@@ -4,7 +4,7 @@ The references in ``tests/golden/refactor_identity.npz`` are the outputs of the 
 modules ``pe_panoptic/postprocess.py``, ``pe_panoptic/losses.py`` and
 ``pe_panoptic/data/synthetic.py`` at LEGACY_COMMIT e173ad8 (the last commit before they became
 packages), written by ``tests/golden/make_refactor_identity_golden.py`` as of commit
-GOLDEN_COMMIT (see below; it loaded those modules from git) on the seeded inputs of
+e2d2cfe (which loaded those modules from git) on the seeded inputs of
 ``tests/refactor_inputs.py``. Today's ``pe_panoptic.postprocess`` (every decoder x
 ``void_source`` x ``decode_at`` through ``batch_results``, column bands, other encodings,
 ``naive_decode``), ``pe_panoptic.modeling.losses`` (losses and gradients) and

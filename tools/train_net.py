@@ -21,7 +21,7 @@ before every step, and a :class:`pe_panoptic.data.resumable.ResumableTrainLoader
 data stream at the resumed iteration), and ``--metrics-json`` to write the final evaluation
 results.
 
-What it refuses (README "What it refuses, and why"): overrides of keys the config does not have
+What it refuses (docs/refusals.md): overrides of keys the config does not have
 or of the wrong type (:mod:`pe_panoptic.engine.config_overrides`); checkpoints that do not fit the model
 exactly, hold NaN / inf, or are pickles, unless ``--trust-pickle`` (and, when training starts from
 ``train.init_checkpoint``, key prefixes in ``train.init_checkpoint_allow_mismatch``;
