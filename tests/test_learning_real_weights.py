@@ -4,7 +4,7 @@ ViT-S/14 weights (`make weights`) separates thing instances on images the model 
 `configs/synthetic/pe_vits_probe.py` (the demo recipe with the first 2 pretrained blocks) trains
 through tools/train_net.py on the 32 training images of the small synthetic variant and is scored
 by detectron2's COCOPanopticEvaluator on its 16 unseen val images. The thresholds are the measured
-values (README "Instance learning with real weights", this CPU) minus a margin; an untrained model
+values (docs/experiments.md "Instance learning with real weights", this CPU) minus a margin; an untrained model
 scores PQ_th 0. Like test_weights.py, it fails (does not skip) without the weights.
 """
 import json
@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 import get_weights  # noqa: E402
 
 CONFIG = os.path.join(ROOT, "configs/synthetic/pe_vits_probe.py")
-#: measured on this CPU (README "The learning test"): PQ_th 12.1, PQ_st 94.1; an untrained model
+#: measured on this CPU (docs/experiments.md "The learning test"): PQ_th 12.1, PQ_st 94.1; an untrained model
 #: scores PQ_th 0. The margin absorbs thread-count and platform differences in summation order.
 MIN_PQ_TH = 6.0
 MIN_PQ_ST = 85.0

@@ -1,6 +1,6 @@
 """Every table row of both papers maps to a config that uses that paper's decoder, backbone,
 input size and the other settings that define the row (``pe_panoptic/studies/paper_rows.py``); the
-README's "Fidelity" section lists them. Configs are only loaded (no ViT is built); the decoder
+docs/fidelity.md lists them. Configs are only loaded (no ViT is built); the decoder
 and the mapper of the paper_v1 ViT-L rows run on the meta device / a COCO fixture image."""
 import os
 import re
@@ -110,9 +110,9 @@ def test_v1_vitl_rows_have_the_papers_parameter_count(d2_datasets):
 
 
 def _fidelity_section():
-    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    text = open(os.path.join(ROOT, "docs", "fidelity.md"), encoding="utf-8").read()
     m = re.search(r"^## Fidelity\n(.*?)(?=^## )", text, re.S | re.M)
-    assert m, "README.md has no '## Fidelity' section"
+    assert m, "docs/fidelity.md has no '## Fidelity' section"
     return m.group(1)
 
 
@@ -121,7 +121,7 @@ def test_readme_fidelity_lists_every_row():
     lines = section.splitlines()
     for r in PAPER_ROWS:
         hits = [ln for ln in lines if f"`{r.config}`" in ln and r.row in ln and f"{r.paper} {r.table}" in ln]
-        assert hits, f"README Fidelity: no line for {r.label} with `{r.config}`"
+        assert hits, f"docs/fidelity.md: no line for {r.label} with `{r.config}`"
         assert all(f"{v:g}" in hits[0] for v in r.result.values()), (r.label, hits[0])
     for r in STAGES:
         assert f"`{r.config}`" in section, r.config

@@ -1,10 +1,8 @@
 """Post-processing at the original image size in bounded memory (pe_panoptic/postprocess/upsample.py,
 fullsize.py): the piecewise upsampling equals the one-call upsampling bitwise, results on the real
-COCO fixtures are those of the pre-refactor module (bit for bit with ``decode_at="output"``; with
+COCO fixtures are those of the pre-refactor module (tests/golden/refactor_identity.npz; bit for bit with ``decode_at="output"``; with
 ``decode_at="image"`` the same segmentation, scores to ~1e-10), and the peak memory of a
 6000 x 4000 image stays far below the ``N x H x W`` logits the old code upsampled."""
-import copy
-import importlib.util
 import pathlib
 import subprocess
 import sys
@@ -13,7 +11,7 @@ import textwrap
 import pytest
 import torch
 
-from legacy import load_legacy
+import refactor_inputs as ri
 from pe_panoptic.encoding import build_encoding
 from pe_panoptic.postprocess import DECODERS, PostProcessConfig, batch_results, panoptic_at_size
 from pe_panoptic.postprocess.upsample import (
@@ -139,56 +137,29 @@ def test_semantic_output_option():
 # ------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def coco_outputs(d2_datasets):
-    """Oracle outputs (tools/oracle_pq.py) + seeded noise of the 3 COCO val fixtures at the
-    paper's 1008 px input (output 576 x 432 for 640 x 480), batched as the model would."""
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
-    from pe_panoptic.data import PanopticCentroidDatasetMapper, build_test_augmentations
-
-    spec = importlib.util.spec_from_file_location("oracle_pq", ROOT / "tools" / "oracle_pq.py")
-    oracle = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(oracle)
-    meta = MetadataCatalog.get("coco_2017_val_panoptic")
-    thing_ids = sorted(set(meta.thing_dataset_id_to_contiguous_id.values()))
-    enc = build_encoding("pe", num_harmonics=4)
-    mapper = PanopticCentroidDatasetMapper(False, augmentations=build_test_augmentations(1008), use_eds=False,
-                                           dataset_name="coco_2017_val_panoptic", with_targets=True)
-    g = torch.Generator().manual_seed(0)
-    items = []
-    for d in DatasetCatalog.get("coco_2017_val_panoptic"):
-        mapped = mapper(copy.deepcopy(d))
-        sem, inst = oracle.oracle_outputs(mapped["targets"], enc, len(meta.stuff_classes))
-        sem = sem + 2.0 * torch.randn(sem.shape, generator=g)
-        inst = inst + 0.3 * torch.randn(inst.shape, generator=g)
-        items.append((mapped, sem, inst))
+    """Oracle outputs + seeded noise of the 3 COCO val fixtures (tests/refactor_inputs.py)."""
+    items, enc, thing_ids = ri.coco_oracle_outputs()
     assert len(items) == 3
     return items, enc, thing_ids
 
 
 @pytest.mark.parametrize("decode_at", ["output", "image"])
 def test_real_coco_results_unchanged(coco_outputs, decode_at):
-    old = load_legacy("pe_panoptic/postprocess.py", "pe_panoptic")
+    """Against the pre-refactor module's results (tests/golden/refactor_identity.npz, written by
+    ``pe_panoptic/postprocess.py`` of commit e173ad8 on these inputs)."""
+    golden = ri.load_golden()
     items, enc, thing_ids = coco_outputs
     cfg = PostProcessConfig()  # paper settings: nn decoder, 80 x 80 grid
     n_things = 0
-    for mapped, sem, inst in items:
-        outputs = {"sem_logits": sem[None], "inst": inst[None]}
-        sizes, originals = [mapped["image_size_unpadded"]], [(mapped["height"], mapped["width"])]
-        kw = dict(decode_at=decode_at, input_hw=tuple(mapped["image"].shape[-2:]))
-        (new,) = batch_results(outputs, sizes, originals, enc, thing_ids, cfg, **kw)
-        (ref,) = old.batch_results(outputs, sizes, originals, enc, thing_ids, old.PostProcessConfig(), **kw)
+    for j, (mapped, sem, inst) in enumerate(items):
+        outputs, sizes, originals, input_hw = ri.coco_batch_args(mapped, sem, inst)
+        new = batch_results(outputs, sizes, originals, enc, thing_ids, cfg, decode_at=decode_at, input_hw=input_hw)
         if decode_at == "image":  # a 640 px wide image is decoded in two column bands
             assert band_width(mapped["height"], 133 + 16 + 160) < mapped["width"]
-        assert torch.equal(new["panoptic_seg"][0], ref["panoptic_seg"][0])
-        if decode_at == "output":
-            assert new["panoptic_seg"][1] == ref["panoptic_seg"][1]  # scores too, bit for bit
-        else:  # scores up to the last bit of a few pixels' log-sum-exp (postprocess/fullsize.py)
-            strip = lambda infos: [{k: v for k, v in s.items() if k != "score"} for s in infos]  # noqa: E731
-            assert strip(new["panoptic_seg"][1]) == strip(ref["panoptic_seg"][1])
-            scores = [s["score"] for s in new["panoptic_seg"][1]]
-            assert scores == pytest.approx([s["score"] for s in ref["panoptic_seg"][1]], rel=1e-7, abs=0)
-        assert torch.equal(new["sem_seg"], ref["sem_seg"].argmax(0))
-        n_things += sum(s["isthing"] for s in new["panoptic_seg"][1])
+            # scores up to the last bit of a few pixels' log-sum-exp (postprocess/fullsize.py)
+            n_things += ri.assert_matches_record(golden, f"coco:{decode_at}:{j}", new, score_rel=1e-7)
+        else:  # scores too, bit for bit
+            n_things += ri.assert_matches_record(golden, f"coco:{decode_at}:{j}", new)
     assert n_things >= 30
 
 

@@ -1,4 +1,4 @@
-"""What the tools refuse (README "What it refuses, and why"), each through the tool itself with a
+"""What the tools refuse (docs/refusals.md), each through the tool itself with a
 tiny pe_tiny model: pickled checkpoints without --trust-pickle, checkpoints of another
 architecture / with NaN / that are not checkpoints, unknown or mistyped overrides, --eval-only
 without a checkpoint, a new run over a finished one; and what they survive: a bad image in

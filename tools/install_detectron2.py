@@ -12,7 +12,7 @@ C++ sources and predates the upstream fixes for numpy 2 / Pillow 10+. This scrip
 4. ``pip install --no-deps --no-build-isolation`` the patched tree into the current interpreter.
 
 Users with full internet can instead install detectron2 from its official source
-(see README); pe_panoptic works with either.
+(see docs/install.md); pe_panoptic works with either.
 """
 import argparse
 import hashlib

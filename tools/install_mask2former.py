@@ -13,11 +13,11 @@ no op sources, and (c) one of its edits breaks upstream's own model building. Th
    its reason (every edit must match exactly the expected number of times, else we stop),
 3. builds no C++/CUDA extension: ``MSDeformAttn`` then runs the pure-PyTorch
    ``ms_deform_attn_core_pytorch`` (upstream 16c3bee, "support inference on CPU", which the sdist
-   already contains); with a GPU and a CUDA toolkit the op can be built separately (README),
+   already contains); with a GPU and a CUDA toolkit the op can be built separately (docs/install.md),
 4. ``pip install --no-deps --no-build-isolation`` the patched tree into the current interpreter
    (torch and detectron2 must already be installed: ``tools/install_detectron2.py``).
 
-Users with full internet can instead use an upstream checkout on ``PYTHONPATH`` (see README);
+Users with full internet can instead use an upstream checkout on ``PYTHONPATH`` (see docs/install.md);
 this script then does nothing.
 """
 import argparse
@@ -42,7 +42,7 @@ PATCHES = [
     # --- packaging -------------------------------------------------------------------------
     ("setup.py", "    ext_modules=get_extensions(),\n", "    ext_modules=[],\n", 1,
      "packaging only: the sdist has no ops/src, so building the op whenever CUDA is visible fails; "
-     "the op is built from upstream's ops/ folder instead (README)"),
+     "the op is built from upstream's ops/ folder instead (docs/install.md)"),
     # --- the sdist's SetCriterion does not match its own MaskFormer.from_config --------------
     ("mask2former/modeling/criterion.py",
      "    def __init__(self, num_classes, matcher, class_weight, mask_weight, dice_weight, num_layers, "

@@ -8,7 +8,7 @@ and an evaluation every ``EVAL_PERIOD`` iterations, and is scored on the synthet
     python tools/learning_experiments.py [--only NAME ...] [--iters N] [--output DIR] [key=value ...]
 
 Writes ``<output>/<variant>/`` (log, checkpoints, ``learning_curve.{json,png}``, metrics) and
-``<output>/results.json``; prints the Markdown table that the README shows. Variants already
+``<output>/results.json``; prints the Markdown table that docs/experiments.md shows. Variants already
 finished in ``<output>`` (their ``metrics_final.json`` exists) are reused unless ``--rerun``. A
 variant that is (re)trained replaces whatever its folder holds (a run without results, or one
 being re-run with ``--rerun``): the tool owns ``<output>/<variant>/`` and passes ``--overwrite`` to

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Choose the post-processing default by measurement (README "Post-processing: the default,
+"""Choose the post-processing default by measurement (docs/experiments.md "Post-processing: the default,
 measured"): trained PQ of one checkpoint under every instance decoder, on several datasets.
 
     python tools/postprocess_study.py --config-file configs/synthetic/pe_vits.py \\

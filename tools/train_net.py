@@ -22,7 +22,7 @@ data stream at the resumed iteration), ``--metrics-json`` to write the final eva
 results, and ``train.hooks``: a list of LazyCall'd detectron2 hooks the config adds (EoMT's mask
 annealing, :class:`pe_panoptic.baselines.eomt_annealing.MaskAnnealingHook`).
 
-What it refuses (README "What it refuses, and why"): overrides of keys the config does not have
+What it refuses (docs/refusals.md): overrides of keys the config does not have
 or of the wrong type (:mod:`pe_panoptic.engine.config_overrides`); checkpoints that do not fit the model
 exactly, hold NaN / inf, or are pickles, unless ``--trust-pickle`` (and, when training starts from
 ``train.init_checkpoint``, key prefixes in ``train.init_checkpoint_allow_mismatch``;

@@ -10,7 +10,7 @@
 #
 # Method as in pe_tiny.py (PE L = 4, EDS, DICE, nearest-grid decoding) except the TV loss, which
 # is off: at 0.1 it stalls early from-scratch learning (README "The demo"). What it measures is in
-# the README ("What a from-scratch model learns about instances").
+# docs/experiments.md ("What a from-scratch model learns about instances").
 from pe_panoptic.engine.recipes import use_resumable_loader
 
 from ..common.data.synthetic import dataloader

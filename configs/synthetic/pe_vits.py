@@ -5,7 +5,7 @@
 # Paper settings: PE centroid targets (L = 4) with the loss of Eq. 4, EDS (D = 20 input pixels, void
 # included), DICE 1.0, semantic + instance losses summed, AdamW with layer decay, warm-up + cosine,
 # the official DINOv2 forward (pos_embed_interp="dinov2", 37x37 grid kept).
-# CPU-budget choices and deviations, each a named switch measured in the README ("Instance
+# CPU-budget choices and deviations, each a named switch measured in docs/experiments.md ("Instance
 # learning with real weights"), none of them the paper's:
 #   - the first 6 of the 12 pretrained blocks (outputs of blocks 2, 4, 6);
 #   - TV off (it stalls instance learning at this length);
@@ -15,7 +15,7 @@
 #     are mostly smaller than one 14 px patch);
 #   - backbone.freeze_at=3: the patch/position embeddings and the first 2 blocks stay pretrained
 #     (no backward through them);
-#   - post-processing "vote" on a 16 x 16 grid (README "Post-processing: the default, measured").
+#   - post-processing "vote" on a 16 x 16 grid (docs/experiments.md "Post-processing: the default, measured").
 from .pe_vits_base import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
 
 model.decoder.image_skip = 16  # ours (0 = paper)

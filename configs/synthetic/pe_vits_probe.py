@@ -4,7 +4,7 @@
 # DICE, TV off, image skip, vote decoder) on the small variant (synthetic_panoptic_small: 32 train /
 # 16 val at 112 px; `python datasets/prepare_synthetic.py --variant small`), with only the first 2
 # pretrained blocks (the first frozen), 200 iterations and a 12 x 12 grid. Measured on this CPU:
-# PQ_th 12.1, PQ_st 94.1 on the 16 unseen val images, 92 s of training (README "The learning test").
+# PQ_th 12.1, PQ_st 94.1 on the 16 unseen val images, 92 s of training (docs/experiments.md "The learning test").
 from .pe_vits import dataloader, lr_multiplier, model, optimizer, train  # noqa: F401
 
 SIZE = 112

@@ -39,7 +39,7 @@ except ImportError as e:  # pragma: no cover - exercised only on an incomplete i
     raise ImportError(
         f"pe_panoptic.baselines.mask2former needs upstream Mask2Former ({e}). Install it with "
         "`python tools/install_mask2former.py` (run by `make venv`), or put an upstream checkout of "
-        "https://github.com/facebookresearch/Mask2Former on PYTHONPATH (README)."
+        "https://github.com/facebookresearch/Mask2Former on PYTHONPATH (docs/install.md)."
     ) from e
 
 from pe_panoptic.modeling.backbone import DINOv2Backbone

@@ -183,7 +183,7 @@ class TransposedConvDecoder(nn.Module):
             size and passed through Conv3x3(3 -> C) + norm + act, is concatenated to the last
             upsampled map before the final conv, so the head sees edges at the output stride
             (8/14 px) rather than only the stride-14 tokens. Not in the paper; a named switch
-            for small objects (README "Instance learning"). ``forward`` then needs ``image``.
+            for small objects (docs/experiments.md "Instance learning with real weights"). ``forward`` then needs ``image``.
         upsample_impl: how the 2x transposed convs compute (:class:`Upsample2x`): ``"matmul"``
             (1x1 conv + pixel shuffle, default) or ``"convtranspose"`` (PyTorch's, same result).
     """

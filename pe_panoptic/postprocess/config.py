@@ -21,13 +21,13 @@ class PostProcessConfig:
     """Thresholds of the post-processing (they live in the model config).
 
     Areas and vote counts are fractions of the output map's pixel count ``h * w``. Provenance of
-    each field: [paper] stated in the paper; [ours] the paper does not say (README
+    each field: [paper] stated in the paper; [ours] the paper does not say (docs/experiments.md
     "Post-processing: the default, measured" gives the measurements behind the choices).
 
     The dataclass default ``decoder="nn"`` is the paper's decoding (nearest grid search + a merge
     "similar to Painter"); the project's model config (``configs/common/models/pe_panoptic.py``)
     uses ``"vote"``, which scored the highest PQ_th on trained outputs in every measurement
-    (README); the paper-row configs keep ``"nn"``.
+    (docs/experiments.md); the paper-row configs keep ``"nn"``.
     """
 
     #: [paper] "nn"; [ours] "vote" and "painter" (Matrix NMS as in Painter / SOLOv2)
@@ -40,7 +40,7 @@ class PostProcessConfig:
     #: pixels are void for instances). See the module doc.
     void_source: str = "instance"
     #: [ours] "nn": Chebyshev radius (cells) within which a smaller candidate merges into a larger
-    #: one. Measured (README): radius 0 splits a trained model's instances into fragments (PQ_th
+    #: one. Measured (docs/experiments.md): radius 0 splits a trained model's instances into fragments (PQ_th
     #: 4.2 against 28.8 with radius 1 on synthetic val, 9.8 against 17.7 on the dense variant)
     merge_radius: int = 1
     #: [ours] instances smaller than this fraction of the image become void (all decoders)

@@ -26,15 +26,7 @@ from pe_panoptic.encoding import CentroidEncoding
 from pe_panoptic.postprocess.config import PostProcessConfig, resolve_cfg
 from pe_panoptic.postprocess.grid import check_inst, decode_cells
 from pe_panoptic.postprocess.instances import instances_from_cells
-from pe_panoptic.postprocess.merge import (
-    SemanticMaps,
-    assemble_panoptic,
-    instance_class_scores,
-    semantic_maps,
-    thing_argmax,
-    thing_class_mask,
-    vote_instance_classes,
-)
+from pe_panoptic.postprocess.merge import SemanticMaps, merge_from_maps, semantic_maps, thing_argmax, thing_class_mask
 from pe_panoptic.postprocess.upsample import DEFAULT_CHUNK_BYTES, band_width, bilinear_column_bands
 
 __all__ = ["panoptic_at_size"]
@@ -100,14 +92,13 @@ def panoptic_at_size(
 
     inst_map, inst_scores = instances_from_cells(code, ndist, cfg)
     del code, ndist
-    M = int(inst_scores.numel())
-    keep = torch.zeros(M, dtype=torch.bool, device=dev)
-    cls = torch.zeros(M, dtype=torch.long, device=dev)
-    inst_score = torch.zeros(M, device=dev)
-    if M and has_things:
-        cls, keep, area = vote_instance_classes(inst_map, M, full_arg, thing_arg, is_thing_cls, cfg.thing_fraction)
-        del thing_arg
-        pix_logit = _class_logits_at(sem_logits, cls[(inst_map - 1).clamp_min(0)], (H, W), band)
-        inst_score = instance_class_scores(inst_map, inst_scores, pix_logit, lse, area)
+    held = [thing_arg]  # handed over: merge_from_maps frees it before the class logits pass
+    del thing_arg
+
+    def class_logits(pix_cls: torch.Tensor) -> torch.Tensor:
+        return _class_logits_at(sem_logits, pix_cls, (H, W), band)
+
     maps = SemanticMaps(full_max, full_arg, lse)
-    return assemble_panoptic(inst_map, cls, keep, inst_score, maps, is_thing_cls, cfg.min_stuff_area), full_arg
+    panoptic = merge_from_maps(inst_map, inst_scores, maps, is_thing_cls, held.pop, class_logits,
+                               cfg.thing_fraction, cfg.min_stuff_area)
+    return panoptic, full_arg

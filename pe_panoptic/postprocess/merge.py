@@ -20,7 +20,7 @@ The output is detectron2's panoptic format ``(panoptic_seg [h, w] int32, segment
 from __future__ import annotations
 
 import math
-from typing import Dict, List, NamedTuple, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Sequence, Tuple
 
 import torch
 
@@ -33,6 +33,7 @@ __all__ = [
     "vote_instance_classes",
     "instance_class_scores",
     "assemble_panoptic",
+    "merge_from_maps",
     "merge_instances_and_semantics",
 ]
 
@@ -187,6 +188,42 @@ def assemble_panoptic(
     return pan, segments
 
 
+def merge_from_maps(
+    inst_map: torch.Tensor,
+    inst_scores: torch.Tensor,
+    maps: SemanticMaps,
+    is_thing_cls: torch.Tensor,
+    take_thing_arg: Callable[[], torch.Tensor],
+    class_logits: Callable[[torch.Tensor], torch.Tensor],
+    thing_fraction: float,
+    min_stuff_area: float,
+) -> Tuple[torch.Tensor, List[Dict]]:
+    """The merge steps on per-pixel maps, shared by :func:`merge_instances_and_semantics` (at the
+    output size) and :func:`pe_panoptic.postprocess.fullsize.panoptic_at_size` (at the image size,
+    in column bands): vote the class of the instances ``1..M`` of ``inst_map [h, w]``, score
+    them, then :func:`assemble_panoptic`.
+
+    The two callers differ only in how they get two per-pixel maps, so these are callables, run
+    only when there are instances and thing classes: ``take_thing_arg()`` returns the
+    thing-restricted semantic argmax ``[h, w]`` (its values at instance pixels matter; this
+    function drops its reference after the vote, so a caller that hands over its only reference
+    frees that memory), and ``class_logits(pix_cls)`` returns the logit of class
+    ``pix_cls[y, x]`` at every pixel.
+    """
+    dev = maps.arg.device
+    M = int(inst_scores.numel())
+    keep = torch.zeros(M, dtype=torch.bool, device=dev)
+    cls = torch.zeros(M, dtype=torch.long, device=dev)
+    inst_score = torch.zeros(M, device=dev)
+    if M and bool(is_thing_cls.any()):
+        thing_arg = take_thing_arg()
+        cls, keep, area = vote_instance_classes(inst_map, M, maps.arg, thing_arg, is_thing_cls, thing_fraction)
+        del thing_arg
+        pix_logit = class_logits(cls[(inst_map - 1).clamp_min(0)])
+        inst_score = instance_class_scores(inst_map, inst_scores, pix_logit, maps.lse, area)
+    return assemble_panoptic(inst_map, cls, keep, inst_score, maps, is_thing_cls, min_stuff_area)
+
+
 def merge_instances_and_semantics(
     inst_map: torch.Tensor,
     inst_scores: torch.Tensor,
@@ -208,23 +245,21 @@ def merge_instances_and_semantics(
         raise ValueError(f"inst_map {tuple(inst_map.shape)} and sem_logits {(h, w)} differ in size")
     dev = sem_logits.device
     inst_map = inst_map.to(dev)
-    M = int(inst_scores.numel())
     is_thing_cls = thing_class_mask(thing_ids, N, dev)
     sem = sem_logits.float()
     maps = semantic_maps(sem)
-    keep = torch.zeros(M, dtype=torch.bool, device=dev)
-    cls = torch.zeros(M, dtype=torch.long, device=dev)
-    inst_score = torch.zeros(M, device=dev)
-    if M and bool(is_thing_cls.any()):
-        # thing-restricted argmax of the instance pixels. Where the full argmax is a thing class
-        # it is also the first maximum among the things, so only instance pixels whose full
-        # argmax is stuff need the restricted search.
-        flat_inst = inst_map.reshape(-1)
+
+    def take_thing_arg() -> torch.Tensor:
+        # Where the full argmax is a thing class it is also the first maximum among the things,
+        # so only instance pixels whose full argmax is stuff need the restricted search.
         thing_arg = maps.arg.reshape(-1).clone()
-        redo = torch.nonzero((flat_inst > 0) & ~is_thing_cls[thing_arg]).squeeze(1)
+        redo = torch.nonzero((inst_map.reshape(-1) > 0) & ~is_thing_cls[thing_arg]).squeeze(1)
         if redo.numel():
             thing_arg[redo] = thing_argmax(sem.reshape(N, -1)[:, redo], torch.nonzero(is_thing_cls).squeeze(1))
-        cls, keep, area = vote_instance_classes(inst_map, M, maps.arg, thing_arg, is_thing_cls, thing_fraction)
-        pix_logit = sem.reshape(N, -1).gather(0, cls[(flat_inst - 1).clamp_min(0)][None])[0]
-        inst_score = instance_class_scores(inst_map, inst_scores, pix_logit, maps.lse, area)
-    return assemble_panoptic(inst_map, cls, keep, inst_score, maps, is_thing_cls, min_stuff_area)
+        return thing_arg
+
+    def class_logits(pix_cls: torch.Tensor) -> torch.Tensor:
+        return sem.reshape(N, -1).gather(0, pix_cls.reshape(1, -1))[0]
+
+    return merge_from_maps(inst_map, inst_scores, maps, is_thing_cls, take_thing_arg, class_logits,
+                           thing_fraction, min_stuff_area)

@@ -1,5 +1,5 @@
 """Every result row of both papers' tables, the config that reproduces it, and a check of the
-settings that define the row against the config (``tests/test_paper_rows.py``, README "Fidelity").
+settings that define the row against the config (``tests/test_paper_rows.py``, docs/fidelity.md "Fidelity").
 
 Each paper version has its own decoder (:data:`DECODER_UPSAMPLINGS`):
 
@@ -61,7 +61,7 @@ class PaperRow:
     init_from: Optional[str] = None  # config whose model_final.pth this one starts from
     reference: bool = False  # the config's train.reference names this row
     depth: bool = False  # has the depth head
-    differences: Tuple[str, ...] = field(default=())  # known differences (README "Fidelity")
+    differences: Tuple[str, ...] = field(default=())  # known differences (docs/fidelity.md "Fidelity")
 
     @property
     def num_upsample(self) -> int:

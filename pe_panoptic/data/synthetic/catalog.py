@@ -111,7 +111,7 @@ SMALL_VARIANT = dict(seed=3, num_train=32, num_val=16, image_size=(112, 112))
 #: 8-16 small things (8-24 px) per 168 px image, 85% of them placed touching an earlier same-class
 #: one (val: 773 touching same-class pairs in 60 images, 73% of them with centroids in the same or
 #: adjacent cells of a 16 x 16 grid, 5% on a 48 x 48 grid). It
-#: measures the post-processing's merging (README "Post-processing: the default, measured"); a
+#: measures the post-processing's merging (docs/experiments.md "Post-processing: the default, measured"); a
 #: model trained on the default variant is evaluated on its val split. ``scene`` holds
 #: :class:`~pe_panoptic.data.synthetic.scene.SceneConfig` fields.
 DENSE_VARIANT = dict(seed=7, num_train=60, num_val=60, image_size=(168, 168),
