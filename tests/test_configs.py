@@ -181,7 +181,8 @@ def test_paper_schedules(d2_datasets):
     assert load("configs/coco/vitl_stage3.py").model.backbone.grad_checkpointing is True
     depth = load("configs/coco/vitl_stage2_depth.py")
     assert tuple(depth.dataloader.train.dataset.names) == ("coco_2017_train_panoptic", "nyuv2_depth_train")
-    assert (depth.dataloader.train.mapper.panoptic, depth.dataloader.train.mapper.depth) == ("auto", "disparity")
+    assert depth.dataloader.train.mapper.panoptic.optional is True
+    assert depth.dataloader.train.mapper.depth.kind == "disparity"
     assert depth.model.depth is True and depth.model.loss.depth_loss == "affine_invariant"
     nyu = load("configs/nyu/vitl_depth_finetune.py")
     assert tuple(nyu.model.tasks) == ("depth",) and nyu.model.loss.depth_loss == "silog"
@@ -207,7 +208,7 @@ def test_one_config_per_ablation_row(d2_datasets):
         if "/ablations/" not in rel:
             continue
         cfg = load(rel)
-        m, enc = cfg.dataloader.train.mapper, dict(cfg.model.encoding)
+        m, enc = cfg.dataloader.train.mapper.panoptic, dict(cfg.model.encoding)
         setting = (m.use_eds, m.include_void, enc["name"], enc.get("num_harmonics", 4) if enc["name"] == "pe" else None)
         rows[(cfg.train.reference.table, cfg.train.reference.row)] = (setting, cfg.train.reference.pq)
         assert cfg.model.backbone.model_name == "vit_base_patch14_dinov2"
@@ -270,7 +271,7 @@ def test_stage2_depth_trains_on_a_mixed_batch(d2_datasets, tmp_path):
     cfg.model.backbone.model_kwargs = dict(embed_dim=48, depth=2, num_heads=3)
     cfg.model.backbone.out_indices = (0, 1)
     cfg.model.decoder.in_channels, cfg.model.decoder.width = 96, 32
-    cfg.dataloader.train.mapper.depth_root = [str(tmp_path)]
+    cfg.dataloader.train.mapper.depth.root = [str(tmp_path)]
     coco = DatasetCatalog.get("coco_2017_val_panoptic")[:2]
     for d in coco:  # relative-depth pseudo-labels (disparity) for the two images
         w, h = Image.open(d["file_name"]).size

@@ -165,8 +165,8 @@ def test_finetuning_from_init_checkpoint_needs_the_new_head_allowed(d2_datasets,
     train_net = tool("train_net")
     coco = "coco_2017_val_panoptic"
     opts = TINY + [f"model.dataset_name={coco}", f"dataloader.train.dataset.names={coco}",
-                   f"dataloader.train.mapper.dataset_name={coco}", f"dataloader.test.dataset.names={coco}",
-                   f"dataloader.test.mapper.dataset_name={coco}", f"dataloader.evaluator.dataset_name={coco}",
+                   f"dataloader.train.mapper.panoptic.dataset_name={coco}", f"dataloader.test.dataset.names={coco}",
+                   f"dataloader.test.mapper.panoptic.dataset_name={coco}", f"dataloader.evaluator.dataset_name={coco}",
                    "dataloader.train.total_batch_size=1", "dataloader.train.num_workers=0",
                    "dataloader.test.num_workers=0", "train.max_iter=1", "train.device=cpu",
                    f"train.init_checkpoint={ckpts['tiny']}"]

@@ -225,9 +225,9 @@ def check_row(row: PaperRow, cfg, root: Optional[str] = None) -> list:
     expect("model.encoding.name", row.encoding[0], got=enc.get("name"))
     if row.encoding[0] == "pe":
         expect("model.encoding.num_harmonics", row.encoding[1], got=enc.get("num_harmonics", 4))
-    expect(f"{mapper}.use_eds", row.eds)
-    expect(f"{mapper}.include_void", row.include_void)
-    expect(f"{mapper}.eds_D", 20.0, close=True)  # both papers: D = 20
+    expect(f"{mapper}.panoptic.use_eds", row.eds)
+    expect(f"{mapper}.panoptic.include_void", row.include_void)
+    expect(f"{mapper}.panoptic.eds_D", 20.0, close=True)  # both papers: D = 20
     probs = _plain(_get(cfg, "model.task_probs"))
     if row.task_probs is None:
         expect("model.task_probs", None, got=probs)
