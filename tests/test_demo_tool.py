@@ -26,7 +26,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 COCO = "coco_2017_val_panoptic"
 TINY = ["model.backbone.model_kwargs.embed_dim=48", "model.backbone.model_kwargs.depth=2",
         "model.backbone.model_kwargs.num_heads=2", "model.backbone.out_indices=[0,1]",
-        "model.decoder.in_channels=96", "model.decoder.width=16"]
+        "model.decoder.width=16"]
 
 
 @pytest.fixture(scope="module")

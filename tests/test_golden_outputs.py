@@ -189,7 +189,6 @@ def test_coco_fixture_golden(golden):
     cfg.model.backbone.model_kwargs = dict(depth=2)
     cfg.model.backbone.out_indices = (0, 1)
     cfg.model.backbone.weights = None
-    cfg.model.decoder.in_channels = 2 * 384
     cfg.model.task_probs = None
     cfg.dataloader.train.mapper.augmentations.size = 112
     cfg.dataloader.train.mapper.input_size = 112

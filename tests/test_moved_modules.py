@@ -49,7 +49,7 @@ def test_pre_reorganization_config_yaml_loads(tmp_path, caplog):
     old_yaml = tmp_path / "config.yaml"
     old_yaml.write_text(old_text)
     with caplog.at_level(logging.WARNING):
-        loaded = load_config(str(old_yaml), ["model.backbone.out_indices=[1,3]", "model.decoder.in_channels=384"])
+        loaded = load_config(str(old_yaml), ["model.backbone.out_indices=[1,3]"])
     assert "pe_panoptic.meta_arch.PixelCentroidHead -> pe_panoptic.modeling.meta_arch.PixelCentroidHead" in caplog.text
     assert loaded.model._target_ == "pe_panoptic.modeling.meta_arch.PixelCentroidHead"
     assert loaded.dataloader.evaluator._target_ == "pe_panoptic.evaluation.build.build_evaluators"

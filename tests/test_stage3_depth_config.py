@@ -97,7 +97,7 @@ def test_tiny_version_trains_both_kinds_of_batch(tmp_path, caplog):
         cfg.model.backbone.model_name = "vit_small_patch14_dinov2"
         cfg.model.backbone.model_kwargs = dict(embed_dim=48, depth=2, num_heads=3)
         cfg.model.backbone.out_indices = (0, 1)
-        cfg.model.decoder.in_channels, cfg.model.decoder.width = 96, 32
+        cfg.model.decoder.width = 32
         cfg.model.dataset_name = pan
         t = cfg.dataloader.train
         t.datasets.names = [pan, nyu]

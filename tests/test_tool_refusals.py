@@ -21,10 +21,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs/synthetic/pe_tiny.py")
 TINY = ["model.backbone.model_kwargs.embed_dim=48", "model.backbone.model_kwargs.depth=2",
         "model.backbone.model_kwargs.num_heads=2", "model.backbone.out_indices=[0,1]",
-        "model.decoder.in_channels=96", "model.decoder.width=16"]
-# the same model with a 96-dim ViT (decoder input 192 channels)
-WIDER = ["model.backbone.model_kwargs.embed_dim=96", *TINY[1:4], "model.decoder.in_channels=192",
-         "model.decoder.width=16"]
+        "model.decoder.width=16"]
+# the same model with a 96-dim ViT (decoder input 192 channels, derived from the backbone)
+WIDER = ["model.backbone.model_kwargs.embed_dim=96", *TINY[1:4], "model.decoder.width=16"]
 
 
 def tool(name):

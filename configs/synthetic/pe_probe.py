@@ -27,7 +27,6 @@ model.backbone.out_indices = (1, 2, 3)
 model.backbone.img_size = SIZE
 model.backbone.drop_path_rate = 0.0
 model.backbone.pos_embed_init = "sincos"
-model.decoder.in_channels = 3 * 96
 model.decoder.width = 32
 model.dataset_name = "synthetic_panoptic_small_train"
 model.loss = dict(tv_weight=0.0, dice_weight=1.0)

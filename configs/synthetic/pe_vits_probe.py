@@ -10,7 +10,6 @@ from .pe_vits import dataloader, lr_multiplier, model, optimizer, train  # noqa:
 SIZE = 112
 
 model.backbone.out_indices = (0, 1)
-model.decoder.in_channels = 2 * 384
 model.dataset_name = "synthetic_panoptic_small_train"
 model.backbone.freeze_at = 2  # embeddings + block 1 frozen, block 2 trains
 model.postprocess = dict(decoder="vote", grid=(12, 12))
