@@ -158,7 +158,7 @@ def coco_oracle_outputs():
     ``$DETECTRON2_DATASETS`` must point at the fixtures (tests/conftest.py sets it)."""
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
-    from pe_panoptic.data import PanopticCentroidDatasetMapper, build_test_augmentations
+    from pe_panoptic.data import PanopticCentroidDatasetMapper, PanopticTargets, build_test_augmentations
 
     spec = importlib.util.spec_from_file_location("oracle_pq", ROOT / "tools" / "oracle_pq.py")
     oracle = importlib.util.module_from_spec(spec)
@@ -166,8 +166,9 @@ def coco_oracle_outputs():
     meta = MetadataCatalog.get("coco_2017_val_panoptic")
     thing_ids = sorted(set(meta.thing_dataset_id_to_contiguous_id.values()))
     enc = build_encoding("pe", num_harmonics=4)
-    mapper = PanopticCentroidDatasetMapper(False, augmentations=build_test_augmentations(1008), use_eds=False,
-                                           dataset_name="coco_2017_val_panoptic", with_targets=True)
+    mapper = PanopticCentroidDatasetMapper(False, augmentations=build_test_augmentations(1008),
+                                           panoptic=PanopticTargets(dataset_name="coco_2017_val_panoptic", use_eds=False),
+                                           with_targets=True)
     g = torch.Generator().manual_seed(0)
     items = []
     for d in DatasetCatalog.get("coco_2017_val_panoptic"):

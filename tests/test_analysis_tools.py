@@ -229,7 +229,7 @@ def test_analyze_sizes_runs_a_config(d2_datasets, tmp_path, capsys):
     tool = load_tool("analyze_sizes")
     opts = ["model.backbone.model_kwargs.embed_dim=48", "model.backbone.model_kwargs.depth=2",
             "model.backbone.model_kwargs.num_heads=2", "model.backbone.out_indices=[0,1]",
-            "model.decoder.in_channels=96", "model.decoder.width=16", "dataloader.test.num_workers=0",
+            "model.decoder.width=16", "dataloader.test.num_workers=0",
             "model.dataset_name=coco_2017_val_panoptic"]
     tool.main(["--dataset", "coco_2017_val_panoptic", "--model", f"tiny={ROOT / 'configs/synthetic/pe_tiny.py'},none",
                "--max-images", "2", "--output", str(tmp_path), "--opts"] + opts)

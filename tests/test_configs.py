@@ -181,7 +181,8 @@ def test_paper_schedules(d2_datasets):
     assert load("configs/coco/vitl_stage3.py").model.backbone.grad_checkpointing is True
     depth = load("configs/coco/vitl_stage2_depth.py")
     assert tuple(depth.dataloader.train.dataset.names) == ("coco_2017_train_panoptic", "nyuv2_depth_train")
-    assert (depth.dataloader.train.mapper.panoptic, depth.dataloader.train.mapper.depth) == ("auto", "disparity")
+    assert depth.dataloader.train.mapper.panoptic.optional is True
+    assert depth.dataloader.train.mapper.depth.kind == "disparity"
     assert depth.model.depth is True and depth.model.loss.depth_loss == "affine_invariant"
     nyu = load("configs/nyu/vitl_depth_finetune.py")
     assert tuple(nyu.model.tasks) == ("depth",) and nyu.model.loss.depth_loss == "silog"
@@ -207,7 +208,7 @@ def test_one_config_per_ablation_row(d2_datasets):
         if "/ablations/" not in rel:
             continue
         cfg = load(rel)
-        m, enc = cfg.dataloader.train.mapper, dict(cfg.model.encoding)
+        m, enc = cfg.dataloader.train.mapper.panoptic, dict(cfg.model.encoding)
         setting = (m.use_eds, m.include_void, enc["name"], enc.get("num_harmonics", 4) if enc["name"] == "pe" else None)
         rows[(cfg.train.reference.table, cfg.train.reference.row)] = (setting, cfg.train.reference.pq)
         assert cfg.model.backbone.model_name == "vit_base_patch14_dinov2"
@@ -242,7 +243,6 @@ def test_ablation_configs_train_on_a_real_image(row, out, d2_datasets):
     cfg.model.backbone.model_name = "vit_small_patch14_dinov2"
     cfg.model.backbone.model_kwargs = dict(embed_dim=48, depth=4, num_heads=3)
     cfg.model.backbone.out_indices = (0, 1, 2, 3)
-    cfg.model.decoder.in_channels = 4 * 48
     cfg.model.decoder.width = 32
     torch.manual_seed(0)
     model = instantiate(cfg.model).train()
@@ -269,8 +269,8 @@ def test_stage2_depth_trains_on_a_mixed_batch(d2_datasets, tmp_path):
     cfg.model.backbone.model_name = "vit_small_patch14_dinov2"
     cfg.model.backbone.model_kwargs = dict(embed_dim=48, depth=2, num_heads=3)
     cfg.model.backbone.out_indices = (0, 1)
-    cfg.model.decoder.in_channels, cfg.model.decoder.width = 96, 32
-    cfg.dataloader.train.mapper.depth_root = [str(tmp_path)]
+    cfg.model.decoder.width = 32
+    cfg.dataloader.train.mapper.depth.root = [str(tmp_path)]
     coco = DatasetCatalog.get("coco_2017_val_panoptic")[:2]
     for d in coco:  # relative-depth pseudo-labels (disparity) for the two images
         w, h = Image.open(d["file_name"]).size
@@ -301,7 +301,7 @@ def test_train_net_runs_vitl_stage3(d2_datasets, tmp_path):
     args = [
         "train.init_checkpoint=", "model.backbone.model_name=vit_small_patch14_dinov2",
         "model.backbone.model_kwargs={embed_dim:48,depth:2,num_heads:3}", "model.backbone.out_indices=[0,1]",
-        "model.decoder.in_channels=96", "model.decoder.width=32",
+        "model.decoder.width=32",
         "dataloader.train.dataset.names=coco_2017_val_panoptic", "dataloader.train.num_workers=0",
         "dataloader.test.num_workers=0", "dataloader.train.total_batch_size=1", "train.effective_batch_size=2",
         "dataloader.train.mapper.input_size=280", "dataloader.train.mapper.augmentations.size=280",
@@ -343,3 +343,36 @@ def test_maybe_compile_compiles_the_network_parts_in_place():
     assert list(net.state_dict()) == keys  # checkpoints keep their parameter names
     torch.testing.assert_close(net.backbone(torch.ones(1, 2)), torch.nn.functional.linear(
         torch.ones(1, 2), net.backbone.weight, net.backbone.bias))
+
+
+@pytest.mark.parametrize("out_indices", [(1,), (0, 1, 2)])
+def test_changing_out_indices_alone_builds_a_working_model(out_indices):
+    """The decoder's input channels follow from the backbone (no hand-typed in_channels): changing
+    ``model.backbone.out_indices`` alone gives a model that trains one step, with the same
+    state-dict keys as a decoder configured by hand."""
+    from detectron2.config import instantiate
+
+    from pe_panoptic.modeling.decoder import TransposedConvDecoder
+
+    cfg = load("configs/synthetic/pe_tiny.py")
+    assert "in_channels" not in cfg.model.decoder
+    cfg.model.backbone.model_kwargs = dict(embed_dim=48, depth=3, num_heads=3)
+    cfg.model.backbone.out_indices = out_indices
+    cfg.model.decoder.width = 32
+    torch.manual_seed(0)
+    model = instantiate(cfg.model).train()
+    assert isinstance(model.decoder, TransposedConvDecoder)
+    assert model.decoder.in_channels == 48 * len(out_indices)
+    by_hand = TransposedConvDecoder(in_channels=48 * len(out_indices), width=32, num_upsample=3)
+    assert list(model.decoder.state_dict()) == list(by_hand.state_dict())
+    assert {k: v.shape for k, v in model.decoder.state_dict().items()} == \
+        {k: v.shape for k, v in by_hand.state_dict().items()}
+    x = torch.randn(1, 3, 56, 56)
+    out = model.forward_features(x)
+    assert all(torch.isfinite(v).all() for v in out.values() if torch.is_tensor(v))
+    sum(v.float().mean() for v in out.values() if torch.is_tensor(v) and v.is_floating_point()).backward()
+    assert all(p.grad is not None for p in model.decoder.layers.parameters() if p.requires_grad)
+    model.eval()
+    with torch.no_grad():
+        (res,) = model([{"image": torch.zeros(3, 56, 56, dtype=torch.uint8), "height": 56, "width": 56}])
+    assert res["panoptic_seg"][0].shape == (56, 56)

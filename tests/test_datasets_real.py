@@ -18,7 +18,7 @@ from detectron2.data.samplers import TrainingSampler
 from panopticapi.utils import id2rgb, rgb2id
 
 from pe_panoptic.data.errors import InvalidSampleError
-from pe_panoptic.data.mapper import PanopticCentroidDatasetMapper
+from pe_panoptic.data.mapper import PanopticCentroidDatasetMapper, PanopticTargets
 from pe_panoptic.evaluation.build import build_evaluators
 from pe_panoptic.data.targets import output_sample_indices
 
@@ -45,8 +45,8 @@ def test_coco_133_contiguous_classes_match_raw_json(testdata, d2_datasets):
     name_of = {c["id"]: c["name"] for c in raw["categories"]}
     raw_ann = {a["file_name"]: a for a in raw["annotations"]}
     mapper = PanopticCentroidDatasetMapper(False, augmentations=[], with_targets=True,
-                                           dataset_name="coco_2017_val_panoptic")
-    assert mapper.num_classes == 133
+                                           panoptic=PanopticTargets(dataset_name="coco_2017_val_panoptic"))
+    assert mapper.panoptic.num_classes == 133
     seen = set()
     for d in DatasetCatalog.get("coco_2017_val_panoptic"):
         out = mapper(d)
@@ -68,7 +68,7 @@ def test_coco_133_contiguous_classes_match_raw_json(testdata, d2_datasets):
 def _small_loader_cfg(name, train_names, test_names, batch):
     cfg = LazyConfig.load(str(DATA_CONFIGS / name))
     cfg.dataloader.train.dataset.names = train_names
-    cfg.dataloader.train.mapper.dataset_name = train_names
+    cfg.dataloader.train.mapper.panoptic.dataset_name = train_names
     cfg.dataloader.train.total_batch_size = batch
     cfg.dataloader.train.num_workers = 0
     cfg.dataloader.test.num_workers = 0
@@ -133,19 +133,19 @@ def _write(tmp_path, name, image, pan, segments):
 def test_image_with_no_segments(tmp_path):
     rng = np.random.default_rng(0)
     d = _write(tmp_path, "empty", rng.integers(0, 255, (28, 42, 3), dtype=np.uint8), np.zeros((28, 42), np.int64), [])
-    t = PanopticCentroidDatasetMapper(True, augmentations=[])(d)["targets"]
+    t = PanopticCentroidDatasetMapper(True, augmentations=[], panoptic=PanopticTargets())(d)["targets"]
     assert t["sem_seg"].shape == (16, 24)
     assert bool((t["sem_seg"] == 255).all()) and bool((t["sem_weight"] == 0).all())
     assert not bool(t["inst_valid"].any()) and bool((t["inst_ids"] == 0).all())
     assert bool((t["inst_weight"] == 0).all())  # EDS: no boundary anywhere -> w_min = 0
-    t = PanopticCentroidDatasetMapper(True, augmentations=[], use_eds=False)(d)["targets"]
+    t = PanopticCentroidDatasetMapper(True, augmentations=[], panoptic=PanopticTargets(use_eds=False))(d)["targets"]
     assert bool((t["inst_weight"] == 1).all())  # without EDS every pixel learns the void code
     # ...but a PNG with labeled pixels and no segments_info is an error
     pan = np.zeros((28, 42), np.int64)
     pan[3:9, 3:9] = 5
     bad = _write(tmp_path, "nosegs", rng.integers(0, 255, (28, 42, 3), dtype=np.uint8), pan, [])
     with pytest.raises(InvalidSampleError, match=r"nosegs_pan.png: ids \[5\] are not in segments_info"):
-        PanopticCentroidDatasetMapper(True, augmentations=[])(bad)
+        PanopticCentroidDatasetMapper(True, augmentations=[], panoptic=PanopticTargets())(bad)
 
 
 def test_exif_rotated_jpeg_with_panoptic_png(tmp_path):
@@ -161,7 +161,7 @@ def test_exif_rotated_jpeg_with_panoptic_png(tmp_path):
     segs = [dict(id=3, category_id=1, iscrowd=0, isthing=False), dict(id=300, category_id=2, iscrowd=0, isthing=True)]
     d = _write(tmp_path, "rot", pil, pan, segs)
     pil.save(d["file_name"], exif=exif, quality=100)
-    out = PanopticCentroidDatasetMapper(True, augmentations=[])(d)
+    out = PanopticCentroidDatasetMapper(True, augmentations=[], panoptic=PanopticTargets())(d)
     assert out["image"].shape == (3, 28, 14) and (out["height"], out["width"]) == (28, 14)
     assert out["image"][:, :14].float().mean() > 240 and out["image"][:, 14:].float().mean() < 15
     t = out["targets"]
@@ -172,7 +172,7 @@ def test_exif_rotated_jpeg_with_panoptic_png(tmp_path):
     # a PNG in the stored (unrotated) orientation does not match the displayed image
     Image.fromarray(id2rgb(pan.T.copy())).save(d["pan_seg_file_name"])
     with pytest.raises(InvalidSampleError, match=r"rot_pan.png is 28x14 \(w x h\) but image .*rot.jpg is 14x28"):
-        PanopticCentroidDatasetMapper(True, augmentations=[])(d)
+        PanopticCentroidDatasetMapper(True, augmentations=[], panoptic=PanopticTargets())(d)
 
 
 def _skip_samples(tmp_path):
@@ -195,7 +195,7 @@ def _check_skips(mapper, batches, good, bad, caplog):
 
 def test_skip_invalid_through_detectron2_iterable_loader(tmp_path, caplog):
     good, bad = _skip_samples(tmp_path)
-    mapper = PanopticCentroidDatasetMapper(True, augmentations=[], skip_invalid=True)
+    mapper = PanopticCentroidDatasetMapper(True, augmentations=[], panoptic=PanopticTargets(), skip_invalid=True)
     dataset = ToIterableDataset(DatasetFromList(good + [bad], copy=False), TrainingSampler(3, shuffle=True, seed=0))
     loader = build_detection_train_loader(dataset=dataset, mapper=mapper, total_batch_size=2, num_workers=0,
                                           aspect_ratio_grouping=False)
@@ -207,7 +207,7 @@ def test_skip_invalid_through_detectron2_iterable_loader(tmp_path, caplog):
 
 def test_skip_invalid_through_detectron2_list_loader(tmp_path, caplog):
     good, bad = _skip_samples(tmp_path)
-    mapper = PanopticCentroidDatasetMapper(True, augmentations=[], skip_invalid=True)
+    mapper = PanopticCentroidDatasetMapper(True, augmentations=[], panoptic=PanopticTargets(), skip_invalid=True)
     loader = build_detection_train_loader(dataset=good + [bad], mapper=mapper, total_batch_size=2, num_workers=0,
                                           sampler=TrainingSampler(3, shuffle=True, seed=0), aspect_ratio_grouping=False)
     with caplog.at_level(logging.WARNING, logger="pe_panoptic.data.mapper"):

@@ -26,7 +26,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 COCO = "coco_2017_val_panoptic"
 TINY = ["model.backbone.model_kwargs.embed_dim=48", "model.backbone.model_kwargs.depth=2",
         "model.backbone.model_kwargs.num_heads=2", "model.backbone.out_indices=[0,1]",
-        "model.decoder.in_channels=96", "model.decoder.width=16"]
+        "model.decoder.width=16"]
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ def test_oracle_embedding_decodes_to_gt_centroids(d2_datasets):
     <name>_centroids.png) lies within one grid cell of its true center of mass."""
     from detectron2.data import DatasetCatalog
 
-    from pe_panoptic.data.mapper import PanopticCentroidDatasetMapper, build_test_augmentations, read_panoptic_ids
+    from pe_panoptic.data.mapper import PanopticCentroidDatasetMapper, PanopticTargets, build_test_augmentations, read_panoptic_ids
     from pe_panoptic.encoding import PositionalEncoding
     from pe_panoptic.postprocess import decode_cells
     from pe_panoptic.data.targets import instance_centroids
@@ -117,7 +117,7 @@ def test_oracle_embedding_decodes_to_gt_centroids(d2_datasets):
 
     d = DatasetCatalog.get(COCO)[0]
     mapped = PanopticCentroidDatasetMapper(False, augmentations=build_test_augmentations(840), with_targets=True,
-                                           dataset_name=COCO)(d)
+                                           panoptic=PanopticTargets(dataset_name=COCO))(d)
     t, enc, grid = mapped["targets"], PositionalEncoding(4), (80, 80)
     inst = enc.targets(t["inst_uv"][None], t["inst_valid"][None])[0]
     H, W = mapped["height"], mapped["width"]

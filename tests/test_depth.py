@@ -27,7 +27,7 @@ from pe_panoptic.data.depth_labels import (
     read_metric_depth,
 )
 from pe_panoptic.data.errors import InvalidSampleError
-from pe_panoptic.data.mapper import PanopticCentroidDatasetMapper, build_train_augmentations
+from pe_panoptic.data.mapper import DepthTargets, PanopticCentroidDatasetMapper, PanopticTargets, build_train_augmentations
 from pe_panoptic.data.nyu import load_nyuv2_depth, read_split_list, register_nyuv2_depth
 from pe_panoptic.evaluation.depth import DepthEvaluator, depth_metrics, eigen_crop_mask
 from pe_panoptic.data.targets import output_sample_indices
@@ -143,7 +143,7 @@ def _depth_sample(tmp_path, h=28, w=42, name="n"):
 def test_mapper_metric_depth_with_flip_and_padding(tmp_path):
     d, depth = _depth_sample(tmp_path)
     mapper = PanopticCentroidDatasetMapper(
-        True, augmentations=[T.RandomFlip(prob=1.0, horizontal=True)], input_size=42, panoptic=False, depth="metric"
+        True, augmentations=[T.RandomFlip(prob=1.0, horizontal=True)], input_size=42, depth=DepthTargets("metric")
     )
     out = mapper(d)
     t = out["targets"]
@@ -170,8 +170,8 @@ def test_mapper_disparity_pseudo_label_then_gt_fallback(tmp_path):
     disp = np.linspace(0, 1, 28 * 42, dtype=np.float32).reshape(28, 42) * 7 + 3
     disp[0, 0] = np.nan
     np.save(pseudo / "n.npy", disp)
-    mapper = PanopticCentroidDatasetMapper(True, augmentations=[], panoptic=False, depth="disparity",
-                                           depth_root=pseudo)  # a PathLike works too
+    mapper = PanopticCentroidDatasetMapper(True, augmentations=[],
+                                           depth=DepthTargets("disparity", root=pseudo))  # a PathLike works too
     t = mapper(d)["targets"]
     ys, xs = output_sample_indices(28, 16), output_sample_indices(42, 24)
     s = disp[ys][:, xs]
@@ -205,7 +205,8 @@ def test_coco_depth_follows_panoptic_augmentation(d2_datasets, tmp_path):
         np.save(tmp_path / (pathlib.Path(d["file_name"]).stem + ".npy"), sem)
     mapper = PanopticCentroidDatasetMapper(
         True, augmentations=build_train_augmentations(280, 0.3, 2.0), input_size=280,
-        dataset_name="coco_2017_val_panoptic", depth="disparity", depth_root=str(tmp_path),
+        panoptic=PanopticTargets(dataset_name="coco_2017_val_panoptic"),
+        depth=DepthTargets("disparity", root=str(tmp_path)),
     )
     np.random.seed(7)
     for d in coco:
@@ -221,18 +222,23 @@ def test_coco_depth_follows_panoptic_augmentation(d2_datasets, tmp_path):
 
 def test_mapper_depth_errors(tmp_path):
     d, _ = _depth_sample(tmp_path)
-    with pytest.raises(ValueError, match="panoptic=False and depth=None builds no targets"):
-        PanopticCentroidDatasetMapper(True, augmentations=[], panoptic=False)
-    with pytest.raises(ValueError, match="depth must be None or one of"):
-        PanopticCentroidDatasetMapper(True, augmentations=[], panoptic=False, depth="relative")
-    mapper = PanopticCentroidDatasetMapper(True, augmentations=[], panoptic=False, depth="metric")
+    with pytest.raises(ValueError, match="panoptic=None and depth=None builds no targets"):
+        PanopticCentroidDatasetMapper(True, augmentations=[])
+    with pytest.raises(ValueError, match="kind must be one of"):
+        DepthTargets("relative")
+    # the former string / bool settings are refused with the builder to use instead
+    with pytest.raises(TypeError, match=r"depth must be None or a target builder such as DepthTargets\('metric'\)"):
+        PanopticCentroidDatasetMapper(True, augmentations=[], depth="metric")
+    with pytest.raises(TypeError, match="panoptic must be None or a target builder such as PanopticTargets"):
+        PanopticCentroidDatasetMapper(True, augmentations=[], panoptic="auto")
+    mapper = PanopticCentroidDatasetMapper(True, augmentations=[], depth=DepthTargets("metric"))
     with pytest.raises(InvalidSampleError, match="n.jpg: depth='metric' needs 'depth_file_name'"):
         mapper({k: v for k, v in d.items() if k != "depth_file_name"})
     _save_mm(tmp_path / "small.png", np.ones((27, 42)))
     with pytest.raises(InvalidSampleError, match=r"depth label of .*n.jpg is 42x27 .* image is 42x28"):
         mapper(dict(d, depth_file_name=str(tmp_path / "small.png")))
     # skip_invalid counts the sample and names it
-    skipping = PanopticCentroidDatasetMapper(True, augmentations=[], panoptic=False, depth="metric", skip_invalid=True)
+    skipping = PanopticCentroidDatasetMapper(True, augmentations=[], depth=DepthTargets("metric"), skip_invalid=True)
     assert skipping(dict(d, depth_file_name=str(tmp_path / "missing.png"))) is None
     assert skipping.num_skipped == 1 and skipping.skipped_files == [d["file_name"]]
 
@@ -244,7 +250,8 @@ def test_panoptic_auto_mixes_panoptic_and_depth_only_dicts(tmp_path):
     Image.fromarray(id2rgb(pan)).save(tmp_path / "pan.png")
     pd = dict(d, pan_seg_file_name=str(tmp_path / "pan.png"),
               segments_info=[dict(id=300, category_id=1, iscrowd=0, isthing=True)])
-    mapper = PanopticCentroidDatasetMapper(True, augmentations=[], panoptic="auto", depth="metric")
+    mapper = PanopticCentroidDatasetMapper(True, augmentations=[], panoptic=PanopticTargets(optional=True),
+                                           depth=DepthTargets("metric"))
     assert set(mapper(pd)["targets"]) == {"sem_seg", "inst_uv", "inst_valid", "inst_ids", "inst_weight",
                                           "sem_weight", "depth", "depth_valid"}
     assert set(mapper(d)["targets"]) == {"depth", "depth_valid"}
@@ -475,11 +482,10 @@ def test_nyu_config_loader_and_evaluator_end_to_end(nyu_root, nyu_test_name):
     try:
         cfg = LazyConfig.load(str(ROOT / "configs" / "common" / "data" / "nyu_depth.py"))
         cfg.dataloader.train.dataset.names = train_name
-        cfg.dataloader.train.mapper.dataset_name = train_name
+        cfg.dataloader.train.mapper.depth.dataset_name = train_name
         cfg.dataloader.train.total_batch_size = 2
         cfg.dataloader.train.num_workers = 0
         cfg.dataloader.test.dataset.names = nyu_test_name
-        cfg.dataloader.test.mapper.dataset_name = nyu_test_name
         cfg.dataloader.test.num_workers = 0
         cfg.dataloader.evaluator.dataset_name = nyu_test_name
         cfg.dataloader.evaluator.output_dir = None

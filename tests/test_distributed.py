@@ -26,7 +26,7 @@ ITERS = 4
 
 TINY = [
     "model.backbone.model_kwargs.depth=2", "model.backbone.out_indices=[0,1]",
-    "model.decoder.in_channels=384", "model.decoder.width=32", "model.decoder.norm=GN",
+    "model.decoder.width=32", "model.decoder.norm=GN",
     "dataloader.train._target_=pe_panoptic.data.resumable.build_resumable_train_loader",
     "dataloader.train.num_workers=0", "dataloader.test.num_workers=0",
     "train.seed=7", "train.log_period=1", f"train.max_iter={ITERS}", "train.checkpointer.period=100",

@@ -17,7 +17,7 @@ from detectron2.evaluation import COCOPanopticEvaluator, inference_on_dataset
 
 from conftest import save_untrained_checkpoint
 from pe_panoptic.modeling.backbone import DINOv2Backbone
-from pe_panoptic.data.mapper import PanopticCentroidDatasetMapper, build_test_augmentations
+from pe_panoptic.data.mapper import PanopticCentroidDatasetMapper, PanopticTargets, build_test_augmentations
 from pe_panoptic.data.synthetic import generate_synthetic_panoptic, register_synthetic_panoptic
 from pe_panoptic.modeling.decoder import TransposedConvDecoder
 from pe_panoptic.evaluation.variants import evaluate_postprocess_variants, variant_grid, variant_name
@@ -64,8 +64,8 @@ def small_model(dataset):
 
 
 def loader(dataset):
-    mapper = PanopticCentroidDatasetMapper(False, augmentations=build_test_augmentations(SIZE), dataset_name=dataset,
-                                           with_targets=True)
+    mapper = PanopticCentroidDatasetMapper(False, augmentations=build_test_augmentations(SIZE),
+                                           panoptic=PanopticTargets(dataset_name=dataset), with_targets=True)
     return build_detection_test_loader(DatasetCatalog.get(dataset), mapper=mapper, num_workers=0)
 
 

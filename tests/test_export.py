@@ -236,7 +236,7 @@ def test_export_tool(tmp_path, capsys):
     spec.loader.exec_module(tool)
     opts = ["model.backbone.model_kwargs.embed_dim=48", "model.backbone.model_kwargs.depth=2",
             "model.backbone.model_kwargs.num_heads=2", "model.backbone.out_indices=[0,1]",
-            "model.decoder.in_channels=96", "model.decoder.width=16", "model.encoding.num_harmonics=3"]
+            "model.decoder.width=16", "model.encoding.num_harmonics=3"]
     res = tool.main(["--config-file", str(ROOT / "configs/synthetic/pe_tiny.py"), "--output", str(tmp_path),
                      "--check", "--opts"] + opts)
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

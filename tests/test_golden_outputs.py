@@ -116,8 +116,8 @@ def _demo_cfg(inst_position: str, d2: str):
     cfg.model.backbone.freeze_at = 3
     cfg.model.postprocess = dict(decoder="vote", grid=(12, 12))
     cfg.model.dataset_name = "synthetic_panoptic_small_train"
-    cfg.dataloader.train.mapper.dataset_name = "synthetic_panoptic_small_train"
-    cfg.dataloader.test.mapper.dataset_name = "synthetic_panoptic_small_val"
+    cfg.dataloader.train.mapper.panoptic.dataset_name = "synthetic_panoptic_small_train"
+    cfg.dataloader.test.mapper.panoptic.dataset_name = "synthetic_panoptic_small_val"
     return cfg
 
 
@@ -189,11 +189,10 @@ def test_coco_fixture_golden(golden):
     cfg.model.backbone.model_kwargs = dict(depth=2)
     cfg.model.backbone.out_indices = (0, 1)
     cfg.model.backbone.weights = None
-    cfg.model.decoder.in_channels = 2 * 384
     cfg.model.task_probs = None
     cfg.dataloader.train.mapper.augmentations.size = 112
     cfg.dataloader.train.mapper.input_size = 112
     cfg.dataloader.test.mapper.augmentations.size = 112
     dicts = DatasetCatalog.get("coco_2017_val_panoptic")
-    cfg.dataloader.train.mapper.dataset_name = "coco_2017_val_panoptic"
+    cfg.dataloader.train.mapper.panoptic.dataset_name = "coco_2017_val_panoptic"
     _check(golden, _run_case("coco", cfg, dicts[:2], dicts[:2]), "coco")

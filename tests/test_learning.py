@@ -16,7 +16,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import COCOPanopticEvaluator, inference_on_dataset
 
 from pe_panoptic.modeling.backbone import DINOv2Backbone
-from pe_panoptic.data.mapper import PanopticCentroidDatasetMapper, build_test_augmentations
+from pe_panoptic.data.mapper import PanopticCentroidDatasetMapper, PanopticTargets, build_test_augmentations
 from pe_panoptic.data.synthetic import generate_synthetic_panoptic, register_synthetic_panoptic
 from pe_panoptic.modeling.decoder import TransposedConvDecoder
 from pe_panoptic.evaluation.variants import evaluate_postprocess_variants, variant_grid, variant_name
@@ -36,7 +36,7 @@ def dataset(tmp_path_factory):
 
 
 def mapped_data(name):
-    mapper = PanopticCentroidDatasetMapper(False, augmentations=build_test_augmentations(SIZE), dataset_name=name)
+    mapper = PanopticCentroidDatasetMapper(False, augmentations=build_test_augmentations(SIZE))
     return [[mapper(d)] for d in DatasetCatalog.get(name)]
 
 
@@ -55,7 +55,7 @@ def test_short_training_beats_untrained_model(dataset, tmp_path):
     before = evaluate(model.eval(), dataset, tmp_path)
 
     mapper = PanopticCentroidDatasetMapper(True, augmentations=build_test_augmentations(SIZE), input_size=SIZE,
-                                           dataset_name=dataset)
+                                           panoptic=PanopticTargets(dataset_name=dataset))
     samples = [mapper(d) for d in DatasetCatalog.get(dataset)]
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
     model.train()

@@ -14,6 +14,7 @@ from panopticapi.utils import id2rgb, rgb2id
 from pe_panoptic.data.mapper import (
     InvalidSampleError,
     PanopticCentroidDatasetMapper,
+    PanopticTargets,
     build_test_augmentations,
     build_train_augmentations,
     read_image_8bit,
@@ -78,7 +79,7 @@ def coco(d2_datasets):
 
 # ----------------------------------------------------------------------------- real data
 def test_coco_no_resize_classes_void_and_exact_centroids(coco):
-    mapper = PanopticCentroidDatasetMapper(False, augmentations=[], with_targets=True)
+    mapper = PanopticCentroidDatasetMapper(False, augmentations=[], with_targets=True, panoptic=PanopticTargets())
     assert len(coco) == 3
     for d in coco:
         out = mapper(d)
@@ -104,7 +105,8 @@ def test_coco_no_resize_classes_void_and_exact_centroids(coco):
 
 
 def test_coco_test_resize_classes_and_centroids(coco):
-    mapper = PanopticCentroidDatasetMapper(False, augmentations=build_test_augmentations(518), with_targets=True)
+    mapper = PanopticCentroidDatasetMapper(False, augmentations=build_test_augmentations(518), with_targets=True,
+                                           panoptic=PanopticTargets())
     for d in coco:
         out = mapper(d)
         hu, wu = out["image_size_unpadded"]
@@ -136,9 +138,9 @@ def test_cityscapes_frame_isthing_from_metadata(d2_datasets):
     (d,) = DatasetCatalog.get("cityscapes_fine_panoptic_val")
     assert all("isthing" not in s for s in d["segments_info"])
     with pytest.raises(InvalidSampleError, match="isthing"):
-        PanopticCentroidDatasetMapper(False, augmentations=[], with_targets=True)(d)
+        PanopticCentroidDatasetMapper(False, augmentations=[], with_targets=True, panoptic=PanopticTargets())(d)
     mapper = PanopticCentroidDatasetMapper(
-        False, augmentations=[], with_targets=True, dataset_name="cityscapes_fine_panoptic_val"
+        False, augmentations=[], with_targets=True, panoptic=PanopticTargets(dataset_name="cityscapes_fine_panoptic_val")
     )
     out = mapper(d)
     t = out["targets"]
@@ -169,7 +171,7 @@ def test_deeplab2_dummy_crowd_region(testdata):
     crowd = [s for s in ann["segments_info"] if s["iscrowd"]]
     assert len(crowd) == 1 and crowd[0]["category_id"] == 13  # a crowd of cars
     mapper = PanopticCentroidDatasetMapper(
-        False, augmentations=[], with_targets=True, dataset_name="cityscapes_fine_panoptic_val"
+        False, augmentations=[], with_targets=True, panoptic=PanopticTargets(dataset_name="cityscapes_fine_panoptic_val")
     )
     out = mapper(d)
     t = out["targets"]
@@ -187,7 +189,8 @@ def test_deeplab2_dummy_crowd_region(testdata):
 
 
 def test_train_mode_fixed_size_and_determinism(coco):
-    mapper = PanopticCentroidDatasetMapper(True, augmentations=build_train_augmentations(420), input_size=420)
+    mapper = PanopticCentroidDatasetMapper(True, augmentations=build_train_augmentations(420), input_size=420,
+                                           panoptic=PanopticTargets())
     outs = []
     for _ in range(2):
         np.random.seed(123)
@@ -210,10 +213,10 @@ def test_train_mode_fixed_size_and_determinism(coco):
 def test_flip_moves_targets_with_image(coco):
     d = coco[0]
     mapper = PanopticCentroidDatasetMapper(
-        False, augmentations=[T.RandomFlip(prob=1.0, horizontal=True)], with_targets=True
+        False, augmentations=[T.RandomFlip(prob=1.0, horizontal=True)], with_targets=True, panoptic=PanopticTargets()
     )
     out = mapper(d)
-    plain = PanopticCentroidDatasetMapper(False, augmentations=[], with_targets=True)(d)
+    plain = PanopticCentroidDatasetMapper(False, augmentations=[], with_targets=True, panoptic=PanopticTargets())(d)
     W0 = out["width"]
     assert torch.equal(out["image"][:, :, :W0], plain["image"][:, :, :W0].flip(-1))
     pan = _png_ids(d["pan_seg_file_name"])[:, ::-1]
@@ -225,10 +228,10 @@ def test_flip_moves_targets_with_image(coco):
 
 
 def test_output_size_and_input_size_validation():
-    m = PanopticCentroidDatasetMapper(True, augmentations=[], input_size=(420, 518))
+    m = PanopticCentroidDatasetMapper(True, augmentations=[], input_size=(420, 518), panoptic=PanopticTargets())
     assert m.output_size((420, 518)) == (240, 296)
     with pytest.raises(ValueError, match="multiple of size_divisibility"):
-        PanopticCentroidDatasetMapper(True, augmentations=[], input_size=500)
+        PanopticCentroidDatasetMapper(True, augmentations=[], input_size=500, panoptic=PanopticTargets())
 
 
 def test_test_mode_without_targets(coco):
@@ -266,6 +269,7 @@ def _toy_pan(h=30, w=40):
 
 def _mapper(**kw):
     kw.setdefault("augmentations", [])
+    kw.setdefault("panoptic", PanopticTargets())
     return PanopticCentroidDatasetMapper(True, **kw)
 
 
@@ -461,3 +465,32 @@ def test_image_over_2_24_pixels_maps(tmp_path):
     # the bottom-right instance lands bottom right of the output map (64 x 64 for 112 px)
     ys, xs = np.nonzero((t["inst_ids"] == t["inst_ids"][-5, -3]).numpy())
     assert int(t["inst_ids"][-5, -3]) > 0 and ys.min() > 32 and xs.min() > 40
+
+
+def test_one_panoptic_png_decoder(tmp_path):
+    """pe_panoptic.data.panoptic_png is the one ``R + 256 G + 256^2 B`` decoder: it agrees with
+    panopticapi's rgb2id (ids using all three bytes) and the semantic evaluator reads through it."""
+    from pe_panoptic.data.panoptic_png import panoptic_rgb_to_ids, read_panoptic_ids
+    from pe_panoptic.evaluation.semseg import semantic_from_panoptic
+
+    pan = np.array([[0, 1, 255, 256], [65535, 65536, 70000, 2**24 - 1]], dtype=np.int64)
+    Image.fromarray(id2rgb(pan)).save(tmp_path / "p.png")
+    ids = read_panoptic_ids(str(tmp_path / "p.png"))
+    assert ids.dtype == np.int64 and np.array_equal(ids, pan)
+    assert np.array_equal(panoptic_rgb_to_ids(id2rgb(pan)), rgb2id(id2rgb(pan)))
+    sem = semantic_from_panoptic(str(tmp_path / "p.png"), [dict(id=70000, category_id=3), dict(id=1, category_id=5)])
+    assert sem.tolist() == [[255, 5, 255, 255], [255, 255, 3, 255]]
+
+
+def test_builders_read_labels_only_when_targets_are_built(tmp_path):
+    """The mapper asks its builders for labels only when it builds targets: a test mapper with a
+    PanopticTargets builder ignores a broken panoptic PNG unless ``with_targets=True``."""
+    d = _write_sample(tmp_path, _toy_pan())
+    broken = dict(d, pan_seg_file_name=str(tmp_path / "missing.png"))
+    out = PanopticCentroidDatasetMapper(False, augmentations=[], panoptic=PanopticTargets())(broken)
+    assert "targets" not in out
+    with pytest.raises(FileNotFoundError, match="panoptic PNG not found"):
+        PanopticCentroidDatasetMapper(False, augmentations=[], panoptic=PanopticTargets(), with_targets=True)(broken)
+    # optional panoptic labels: a training dict without a PNG is an error only when nothing else is built
+    with pytest.raises(InvalidSampleError, match="no targets to train on"):
+        _mapper(panoptic=PanopticTargets(optional=True))({k: v for k, v in d.items() if k != "pan_seg_file_name"})

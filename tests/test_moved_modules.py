@@ -8,6 +8,7 @@ from detectron2.config import LazyConfig, instantiate
 
 from conftest import ROOT
 from pe_panoptic.engine.config_overrides import load_config
+from pe_panoptic.engine.legacy_mapper import upgrade_mapper_args
 from pe_panoptic.engine.moved_modules import MOVED, MOVED_OBJECTS, upgrade_name
 
 
@@ -49,9 +50,57 @@ def test_pre_reorganization_config_yaml_loads(tmp_path, caplog):
     old_yaml = tmp_path / "config.yaml"
     old_yaml.write_text(old_text)
     with caplog.at_level(logging.WARNING):
-        loaded = load_config(str(old_yaml), ["model.backbone.out_indices=[1,3]", "model.decoder.in_channels=384"])
+        loaded = load_config(str(old_yaml), ["model.backbone.out_indices=[1,3]"])
     assert "pe_panoptic.meta_arch.PixelCentroidHead -> pe_panoptic.modeling.meta_arch.PixelCentroidHead" in caplog.text
     assert loaded.model._target_ == "pe_panoptic.modeling.meta_arch.PixelCentroidHead"
     assert loaded.dataloader.evaluator._target_ == "pe_panoptic.evaluation.build.build_evaluators"
     model = instantiate(loaded.model)
     assert type(model).__module__ == "pe_panoptic.modeling.meta_arch"
+
+
+def test_config_yaml_with_the_former_mapper_arguments_loads(tmp_path, caplog, d2_datasets):
+    """A run saved before the target builders has the panoptic / depth settings as mapper
+    arguments (``dataset_name``, ``eds_D``, ``include_void``, ``panoptic="auto"``,
+    ``depth="metric"``, ``depth_root``, ...): ``load_config`` reads them as today's builders, with
+    the same targets, and relative interpolations still point at the same keys."""
+    import torch
+    from detectron2.data import DatasetCatalog
+    from omegaconf import OmegaConf
+
+    from pe_panoptic.data.mapper import DepthTargets, PanopticCentroidDatasetMapper, PanopticTargets
+
+    coco = "coco_2017_val_panoptic"
+    mapper = "pe_panoptic.data.PanopticCentroidDatasetMapper"  # detectron2 saves the shortest path
+    old = {"dataloader": {
+        "train": {"mapper": {"_target_": mapper, "is_train": True, "augmentations": [], "dataset_name": coco,
+                             "eds_D": 10.0, "use_eds": True, "include_void": False, "skip_invalid": False,
+                             "depth": None}},
+        "test": {"dataset": {"names": coco},
+                 "mapper": {"_target_": mapper, "is_train": False, "augmentations": [],
+                            "dataset_name": "${..dataset.names}", "with_targets": True}},
+        "mixed": {"mappers": [{"_target_": mapper, "is_train": True, "augmentations": [], "panoptic": "auto",
+                               "depth": "disparity", "depth_root": [str(tmp_path)], "min_depth": 0.01,
+                               "dataset_name": coco}]},
+    }}
+    yaml = tmp_path / "config.yaml"
+    OmegaConf.save(OmegaConf.create(old), str(yaml))
+    with caplog.at_level(logging.WARNING):
+        cfg = load_config(str(yaml))
+    assert "dataloader.train.mapper" in caplog.text and "dataloader.mixed.mappers.0" in caplog.text
+    train = cfg.dataloader.train.mapper
+    assert "dataset_name" not in train and "eds_D" not in train and train.depth is None
+    assert (train.panoptic.dataset_name, train.panoptic.eds_D, train.panoptic.include_void) == (coco, 10.0, False)
+    assert cfg.dataloader.test.mapper.panoptic.dataset_name == coco  # the interpolation, one level deeper
+    mixed = cfg.dataloader.mixed.mappers[0]
+    assert mixed.panoptic.optional is True and mixed.panoptic.dataset_name == coco
+    assert (mixed.depth.kind, list(mixed.depth.root), mixed.depth.min_depth) == ("disparity", [str(tmp_path)], 0.01)
+    assert isinstance(instantiate(mixed).depth, DepthTargets)
+
+    d = DatasetCatalog.get(coco)[0]
+    got = instantiate(train)(d)["targets"]
+    want = PanopticCentroidDatasetMapper(True, augmentations=[], panoptic=PanopticTargets(
+        dataset_name=coco, eds_D=10.0, include_void=False))(d)["targets"]
+    assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
+    assert set(instantiate(cfg.dataloader.test.mapper)(d)["targets"]) == set(want)
+    # a config of today is left alone
+    assert not upgrade_mapper_args(cfg)

@@ -13,7 +13,7 @@ import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from pe_panoptic.data.errors import InvalidSampleError
-from pe_panoptic.data.mapper import PanopticCentroidDatasetMapper, build_train_augmentations
+from pe_panoptic.data.mapper import DepthTargets, PanopticCentroidDatasetMapper, build_train_augmentations
 from pe_panoptic.data.nyu import register_nyuv2_depth
 import sys  # noqa: E402
 
@@ -194,7 +194,7 @@ def test_prepare_register_load_map_end_to_end(raw_layout, tmp_path, caplog):
         assert MetadataCatalog.get(name).depth_kind == "metric"
         mapper = PanopticCentroidDatasetMapper(
             True, augmentations=build_train_augmentations(size=112, min_scale=1.0, max_scale=1.0, flip=False),
-            input_size=112, dataset_name=name, panoptic=False, depth="metric")
+            input_size=112, depth=DepthTargets("metric", dataset_name=name))
         x = mapper(dicts[0])
         t = x["targets"]
         assert set(t) == {"depth", "depth_valid"} and t["depth"].shape == (64, 64)

@@ -90,8 +90,8 @@ def test_v1_vitl_decoder_and_targets_agree(config, size, out, d2_datasets):
 
     cfg = LazyConfig.load(os.path.join(ROOT, config))
     with torch.device("meta"):
-        decoder = instantiate(cfg.model.decoder)
-        h = decoder(torch.zeros(1, cfg.model.decoder.in_channels, size // 14, size // 14))
+        decoder = instantiate(cfg.model.decoder)(in_channels=4 * 1024)  # ViT-L, 4 blocks
+        h = decoder(torch.zeros(1, 4 * 1024, size // 14, size // 14))
     assert tuple(h.shape) == (1, cfg.model.decoder.width, out, out)
     mapper = instantiate(cfg.dataloader.train.mapper)
     sample = mapper(DatasetCatalog.get("coco_2017_val_panoptic")[0])

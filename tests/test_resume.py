@@ -17,7 +17,7 @@ CONFIG = os.path.join(ROOT, "configs/synthetic/pe_tiny.py")
 # a smaller pe_tiny (2 blocks, decoder width 32, GN) on a 12-image synthetic dataset
 TINY = [
     "model.backbone.model_kwargs.depth=2", "model.backbone.out_indices=[0,1]",
-    "model.decoder.in_channels=384", "model.decoder.width=32", "model.decoder.norm=GN",
+    "model.decoder.width=32", "model.decoder.norm=GN",
     "model.backbone.drop_path_rate=0.1",  # stochastic depth: resume must reproduce its random draws
     "dataloader.train._target_=pe_panoptic.data.resumable.build_resumable_train_loader",
     "dataloader.train.total_batch_size=2", "dataloader.train.num_workers=1", "dataloader.test.num_workers=0",

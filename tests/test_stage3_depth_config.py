@@ -42,8 +42,9 @@ def test_row_defining_values():
     assert cfg.model.decoder.num_upsample == 3 and coco.output_stride == nyu.output_stride == pytest.approx(14 / 8)
     assert (coco.augmentations.min_scale, coco.augmentations.max_scale) == (0.8, 1.25)
     assert (nyu.augmentations.min_scale, nyu.augmentations.max_scale) == (1.0, 1.0)
-    assert coco.dataset_name == "coco_2017_train_panoptic" and coco.depth is None
-    assert (nyu.panoptic, nyu.depth, nyu.min_depth, nyu.max_depth) == (False, "metric", 1e-3, 10.0)
+    assert coco.panoptic.dataset_name == "coco_2017_train_panoptic" and coco.depth is None
+    assert nyu.panoptic is None and nyu.depth.dataset_name == "nyuv2_depth_train"
+    assert (nyu.depth.kind, nyu.depth.min_depth, nyu.depth.max_depth) == ("metric", 1e-3, 10.0)
     # 50 epochs of COCO + 47K NYUv2 frames at effective batch 16 (8 GPUs x 2), 1 warmup epoch
     assert cfg.train.effective_batch_size == 16 and t.total_batch_size == 16
     assert cfg.train.max_iter == math.ceil(50 * (118287 + 47000) / 16) == 516522
@@ -96,13 +97,14 @@ def test_tiny_version_trains_both_kinds_of_batch(tmp_path, caplog):
         cfg.model.backbone.model_name = "vit_small_patch14_dinov2"
         cfg.model.backbone.model_kwargs = dict(embed_dim=48, depth=2, num_heads=3)
         cfg.model.backbone.out_indices = (0, 1)
-        cfg.model.decoder.in_channels, cfg.model.decoder.width = 96, 32
+        cfg.model.decoder.width = 32
         cfg.model.dataset_name = pan
         t = cfg.dataloader.train
         t.datasets.names = [pan, nyu]
         t.names = [pan, nyu]
-        for mapper, name in zip(t.mappers, (pan, nyu)):
-            mapper.dataset_name = name
+        t.mappers[0].panoptic.dataset_name = pan
+        t.mappers[1].depth.dataset_name = nyu
+        for mapper in t.mappers:
             mapper.input_size = mapper.augmentations.size = 56
         t.total_batch_size, t.num_workers = 2, 0
         cfg.train.effective_batch_size = 2

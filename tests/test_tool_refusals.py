@@ -21,10 +21,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs/synthetic/pe_tiny.py")
 TINY = ["model.backbone.model_kwargs.embed_dim=48", "model.backbone.model_kwargs.depth=2",
         "model.backbone.model_kwargs.num_heads=2", "model.backbone.out_indices=[0,1]",
-        "model.decoder.in_channels=96", "model.decoder.width=16"]
-# the same model with a 96-dim ViT (decoder input 192 channels)
-WIDER = ["model.backbone.model_kwargs.embed_dim=96", *TINY[1:4], "model.decoder.in_channels=192",
-         "model.decoder.width=16"]
+        "model.decoder.width=16"]
+# the same model with a 96-dim ViT (decoder input 192 channels, derived from the backbone)
+WIDER = ["model.backbone.model_kwargs.embed_dim=96", *TINY[1:4], "model.decoder.width=16"]
 
 
 def tool(name):
@@ -165,8 +164,8 @@ def test_finetuning_from_init_checkpoint_needs_the_new_head_allowed(d2_datasets,
     train_net = tool("train_net")
     coco = "coco_2017_val_panoptic"
     opts = TINY + [f"model.dataset_name={coco}", f"dataloader.train.dataset.names={coco}",
-                   f"dataloader.train.mapper.dataset_name={coco}", f"dataloader.test.dataset.names={coco}",
-                   f"dataloader.test.mapper.dataset_name={coco}", f"dataloader.evaluator.dataset_name={coco}",
+                   f"dataloader.train.mapper.panoptic.dataset_name={coco}", f"dataloader.test.dataset.names={coco}",
+                   f"dataloader.test.mapper.panoptic.dataset_name={coco}", f"dataloader.evaluator.dataset_name={coco}",
                    "dataloader.train.total_batch_size=1", "dataloader.train.num_workers=0",
                    "dataloader.test.num_workers=0", "train.max_iter=1", "train.device=cpu",
                    f"train.init_checkpoint={ckpts['tiny']}"]

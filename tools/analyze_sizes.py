@@ -86,8 +86,8 @@ def dump_predictions(
     else:
         logger.warning(f"{config_file}: no weights, predicting with a randomly initialized model")
     cfg.dataloader.test.dataset.names = dataset
-    if "mapper" in cfg.dataloader.test and "dataset_name" in cfg.dataloader.test.mapper:
-        cfg.dataloader.test.mapper.dataset_name = dataset
+    if "mapper" in cfg.dataloader.test and cfg.dataloader.test.mapper.get("panoptic") is not None:
+        cfg.dataloader.test.mapper.panoptic.dataset_name = dataset
     loader = instantiate(cfg.dataloader.test)
     meta = MetadataCatalog.get(dataset)
     to_dataset = {True: {v: k for k, v in meta.thing_dataset_id_to_contiguous_id.items()},

@@ -319,7 +319,7 @@ def run_data(args) -> dict:
     import cv2
 
     from detectron2.data import DatasetCatalog
-    from pe_panoptic.data.mapper import PanopticCentroidDatasetMapper, build_train_augmentations
+    from pe_panoptic.data.mapper import PanopticCentroidDatasetMapper, PanopticTargets, build_train_augmentations
 
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
@@ -342,7 +342,7 @@ def run_data(args) -> dict:
             raise SystemExit(f"no images in {source}")
         mappers = {
             s: PanopticCentroidDatasetMapper(True, augmentations=build_train_augmentations(s), input_size=s,
-                                             dataset_name=args.dataset or None)
+                                             panoptic=PanopticTargets(dataset_name=args.dataset or None))
             for s in args.sizes
         }
         rng = np.random.RandomState(args.seed)

@@ -149,9 +149,9 @@ class Predictor:
         self.mapper = instantiate(cfg.dataloader.test.mapper)
         names = cfg.dataloader.test.dataset.names
         self.metadata = MetadataCatalog.get(names if isinstance(names, str) else list(names)[0])
-        train_mapper = cfg.dataloader.get("train", {}).get("mapper", {})
-        self.eds_D = float(train_mapper.get("eds_D", 20.0))
-        self.eds_w_min = float(train_mapper.get("eds_w_min", 0.0))
+        train_targets = cfg.dataloader.get("train", {}).get("mapper", {}).get("panoptic") or {}
+        self.eds_D = float(train_targets.get("eds_D", 20.0))
+        self.eds_w_min = float(train_targets.get("eds_w_min", 0.0))
 
     def map_image(self, image: np.ndarray) -> dict:
         """The test mapper's resize and padding on an in-memory RGB uint8 image."""

@@ -49,7 +49,7 @@ import torch.nn.functional as F  # noqa: E402
 import pe_panoptic  # noqa: E402,F401  (registers the project's datasets)
 from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 from detectron2.evaluation import COCOPanopticEvaluator  # noqa: E402
-from pe_panoptic.data.mapper import PanopticCentroidDatasetMapper, build_test_augmentations  # noqa: E402
+from pe_panoptic.data.mapper import PanopticCentroidDatasetMapper, PanopticTargets, build_test_augmentations  # noqa: E402
 from pe_panoptic.encoding import BinEncoding, CentroidEncoding, build_encoding  # noqa: E402
 from pe_panoptic.postprocess import PostProcessConfig, panoptic_from_outputs, resize_panoptic  # noqa: E402
 
@@ -199,7 +199,8 @@ def run_oracle(args: argparse.Namespace) -> Dict:
     cfg = PostProcessConfig(**{"decoder": args.decoder, "grid": grid, **parse_overrides(args.overrides)})
     mapper = PanopticCentroidDatasetMapper(
         False, augmentations=build_test_augmentations(input_size), output_stride=args.output_stride,
-        ignore_label=ignore_label, use_eds=False, dataset_name=args.dataset, with_targets=True,
+        panoptic=PanopticTargets(dataset_name=args.dataset, ignore_label=ignore_label, use_eds=False),
+        with_targets=True,
     )
 
     dicts = DatasetCatalog.get(args.dataset)

@@ -41,7 +41,7 @@ COLUMNS = ("PQ", "PQ_th", "PQ_st", "SQ_th", "RQ_th")
 def set_dataset(cfg, name: str) -> None:
     """Point the test loader, its mapper and the evaluator at dataset ``name``."""
     cfg.dataloader.test.dataset.names = name
-    cfg.dataloader.test.mapper.dataset_name = name
+    cfg.dataloader.test.mapper.panoptic.dataset_name = name
     cfg.dataloader.evaluator.dataset_name = name
 
 

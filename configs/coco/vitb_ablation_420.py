@@ -42,7 +42,6 @@ use_resumable_loader(dataloader)
 
 model.backbone.model_name = "vit_base_patch14_dinov2"
 model.backbone.out_indices = (2, 5, 8, 11)
-model.decoder.in_channels = 4 * 768
 set_decoder_upsampling(model, dataloader, 3)  # and the mapper's output_stride = 14 / 8
 model.task_probs = {"inst": 2 / 3, "sem": 1 / 3}
 model.postprocess = dict(decoder="nn", grid=(80, 80))  # the paper's decoding (the project default is "vote", README)

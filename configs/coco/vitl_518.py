@@ -22,7 +22,6 @@ set_input_size(dataloader, INPUT_SIZE)
 
 model.backbone.model_name = "vit_large_patch14_dinov2"
 model.backbone.out_indices = (4, 11, 17, 23)
-model.decoder.in_channels = 4 * 1024
 set_decoder_upsampling(model, dataloader, 4)  # paper_v1's decoder; mapper output_stride = 14 / 16
 
 train.reference = dict(table="paper_v1 Table 1", row="Ours ViT-Large 518x518", pq=52.5)

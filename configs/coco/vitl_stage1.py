@@ -39,7 +39,6 @@ use_resumable_loader(dataloader)
 model.backbone.model_name = "vit_large_patch14_dinov2"
 model.backbone.out_indices = (4, 11, 17, 23)
 model.backbone.grad_checkpointing = False
-model.decoder.in_channels = 4 * 1024
 model.decoder.width = 256
 set_decoder_upsampling(model, dataloader, 3)  # and the mapper's output_stride = 14 / 8
 model.tasks = ("inst",)

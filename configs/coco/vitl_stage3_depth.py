@@ -25,13 +25,13 @@
 # Depth evaluation of the trained model (Table 2; Eigen crop, 0.001-10 m):
 #   python tools/train_net.py --config-file configs/coco/vitl_stage3_depth.py --eval-only \
 #       train.init_checkpoint=output/coco/vitl_stage3_depth/model_final.pth \
-#       dataloader.test.dataset.names=nyuv2_depth_test dataloader.test.mapper.dataset_name=nyuv2_depth_test \
-#       dataloader.test.mapper.panoptic=False dataloader.evaluator.dataset_name=nyuv2_depth_test
+#       dataloader.test.dataset.names=nyuv2_depth_test dataloader.test.mapper.panoptic=None \
+#       dataloader.evaluator.dataset_name=nyuv2_depth_test
 from detectron2.config import LazyCall as L
 
 from .vitl_stage3 import INPUT_SIZE, dataloader, lr_multiplier, model, optimizer, train
 from pe_panoptic.data.depth_labels import DEFAULT_MAX_DEPTH, DEFAULT_MIN_DEPTH
-from pe_panoptic.data.mapper import PanopticCentroidDatasetMapper, build_train_augmentations
+from pe_panoptic.data.mapper import DepthTargets, PanopticCentroidDatasetMapper, build_train_augmentations
 from pe_panoptic.data.mixed import build_mixed_train_loader, dataset_dicts_per_name
 from pe_panoptic.engine.recipes import DATASET_SIZES, apply_recipe, make_recipe
 
@@ -56,11 +56,9 @@ dataloader.train = L(build_mixed_train_loader)(
             augmentations=L(build_train_augmentations)(size=INPUT_SIZE, min_scale=1.0, max_scale=1.0, flip=True),
             input_size=INPUT_SIZE,
             output_stride=coco.mapper.output_stride,
-            dataset_name=NYU_TRAIN,
-            panoptic=False,
-            depth="metric",
-            min_depth=DEFAULT_MIN_DEPTH,
-            max_depth=DEFAULT_MAX_DEPTH,
+            panoptic=None,
+            depth=L(DepthTargets)(kind="metric", dataset_name=NYU_TRAIN, min_depth=DEFAULT_MIN_DEPTH,
+                                  max_depth=DEFAULT_MAX_DEPTH),
         ),
     ],
     names=[COCO_TRAIN, NYU_TRAIN],

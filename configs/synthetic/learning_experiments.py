@@ -44,10 +44,9 @@ EXPERIMENTS = {
     # losses
     "offset+tv0.1": ["model.loss.tv_weight=0.1"],
     "offset-dice": ["model.loss.dice_weight=0.0"],
-    "offset-eds": ["dataloader.train.mapper.use_eds=False"],
+    "offset-eds": ["dataloader.train.mapper.panoptic.use_eds=False"],
     "offset+L2": ["model.encoding.num_harmonics=2"],
     # encoder: the full 12 pretrained blocks (paper's out_indices for ViT-S), frozen
-    "offset+12blocks": ["model.backbone.out_indices=[2,5,8,11]", "model.decoder.in_channels=1536"],
-    "paper_head+12blocks": ["model.inst_position=none", "model.backbone.out_indices=[2,5,8,11]",
-                            "model.decoder.in_channels=1536"],
+    "offset+12blocks": ["model.backbone.out_indices=[2,5,8,11]"],
+    "paper_head+12blocks": ["model.inst_position=none", "model.backbone.out_indices=[2,5,8,11]"],
 }

@@ -12,7 +12,7 @@ POSTPROCESS = {}
 PAPER_HEAD = ["model.inst_position=none", "model.loss.offset_weight=0.0"]
 # paper_v1 Table 2 "no void": void pixels carry no instance loss; things then come from the
 # semantic head's void (thing classes) rather than the instance code's norm
-NO_VOID = ["dataloader.train.mapper.include_void=False", "+model.postprocess.void_source=semantic"]
+NO_VOID = ["dataloader.train.mapper.panoptic.include_void=False", "+model.postprocess.void_source=semantic"]
 
 EXPERIMENTS = {
     "paper_void": PAPER_HEAD,

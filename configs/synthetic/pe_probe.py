@@ -27,14 +27,13 @@ model.backbone.out_indices = (1, 2, 3)
 model.backbone.img_size = SIZE
 model.backbone.drop_path_rate = 0.0
 model.backbone.pos_embed_init = "sincos"
-model.decoder.in_channels = 3 * 96
 model.decoder.width = 32
 model.dataset_name = "synthetic_panoptic_small_train"
 model.loss = dict(tv_weight=0.0, dice_weight=1.0)
 model.postprocess = dict(decoder="nn", grid=(32, 32))
 
 dataloader.train.dataset.names = "synthetic_panoptic_small_train"
-dataloader.train.mapper.dataset_name = "synthetic_panoptic_small_train"
+dataloader.train.mapper.panoptic.dataset_name = "synthetic_panoptic_small_train"
 dataloader.train.mapper.input_size = SIZE
 # no augmentation: the probe separates memorizing the training images from generalizing
 dataloader.train.mapper.augmentations.size = SIZE
@@ -43,7 +42,7 @@ dataloader.train.mapper.augmentations.max_scale = 1.0
 dataloader.train.mapper.augmentations.flip = False
 dataloader.train.total_batch_size = 8
 dataloader.test.dataset.names = "synthetic_panoptic_small_val"
-dataloader.test.mapper.dataset_name = "${..dataset.names}"
+dataloader.test.mapper.panoptic.dataset_name = "${...dataset.names}"
 dataloader.test.mapper.augmentations.size = SIZE
 dataloader.evaluator.dataset_name = "synthetic_panoptic_small_val"
 

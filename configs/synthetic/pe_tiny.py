@@ -20,7 +20,6 @@ model.backbone.out_indices = (2, 3, 4, 5)
 model.backbone.img_size = 168
 model.backbone.drop_path_rate = 0.0
 model.backbone.pos_embed_init = "sincos"
-model.decoder.in_channels = 4 * 192
 model.decoder.width = 64
 model.dataset_name = "synthetic_panoptic_train"
 model.postprocess = dict(decoder="nn", grid=(48, 48))

@@ -28,7 +28,6 @@ model.backbone.img_size = 518
 model.backbone.out_indices = (1, 3, 5)
 model.backbone.drop_path_rate = 0.0
 model.backbone.pos_embed_interp = "dinov2"
-model.decoder.in_channels = 3 * 384
 model.decoder.width = 64
 model.decoder.image_skip = 0  # paper; 16: README "Instance learning"
 model.backbone.freeze_at = 0  # paper: every block trains

@@ -10,17 +10,16 @@ from .pe_vits import dataloader, lr_multiplier, model, optimizer, train  # noqa:
 SIZE = 112
 
 model.backbone.out_indices = (0, 1)
-model.decoder.in_channels = 2 * 384
 model.dataset_name = "synthetic_panoptic_small_train"
 model.backbone.freeze_at = 2  # embeddings + block 1 frozen, block 2 trains
 model.postprocess = dict(decoder="vote", grid=(12, 12))
 
 dataloader.train.dataset.names = "synthetic_panoptic_small_train"
-dataloader.train.mapper.dataset_name = "synthetic_panoptic_small_train"
+dataloader.train.mapper.panoptic.dataset_name = "synthetic_panoptic_small_train"
 dataloader.train.mapper.input_size = SIZE
 dataloader.train.mapper.augmentations.size = SIZE
 dataloader.test.dataset.names = "synthetic_panoptic_small_val"
-dataloader.test.mapper.dataset_name = "synthetic_panoptic_small_val"
+dataloader.test.mapper.panoptic.dataset_name = "synthetic_panoptic_small_val"
 dataloader.test.mapper.augmentations.size = SIZE
 dataloader.evaluator.dataset_name = "synthetic_panoptic_small_val"
 

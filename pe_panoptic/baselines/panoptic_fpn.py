@@ -103,7 +103,7 @@ def write_stuff_only_pngs(panoptic_json: str, panoptic_root: str, out_root: str,
     atomically (several processes may run this concurrently)."""
     import json
 
-    from panopticapi.utils import rgb2id
+    from pe_panoptic.data.panoptic_png import read_panoptic_ids
 
     with open(panoptic_json) as f:
         anns = json.load(f)["annotations"]
@@ -113,7 +113,7 @@ def write_stuff_only_pngs(panoptic_json: str, panoptic_root: str, out_root: str,
         dst = os.path.join(out_root, ann["file_name"])
         if os.path.exists(dst) and os.path.getmtime(dst) >= os.path.getmtime(src):
             continue
-        ids = rgb2id(np.asarray(Image.open(src).convert("RGB"), dtype=np.uint32))
+        ids = read_panoptic_ids(src)
         sem = stuff_only_map(ids, ann["segments_info"], stuff_map)
         tmp = f"{dst}.{os.getpid()}.tmp.png"
         Image.fromarray(sem).save(tmp)

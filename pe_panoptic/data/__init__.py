@@ -12,6 +12,8 @@ from pe_panoptic.data.synthetic import (  # noqa: F401  (import registers synthe
 )
 from pe_panoptic.data.errors import InvalidSampleError  # noqa: F401
 from pe_panoptic.data.mapper import PanopticCentroidDatasetMapper, build_test_augmentations, build_train_augmentations  # noqa: F401
+from pe_panoptic.data.panoptic_builder import PanopticTargets  # noqa: F401
+from pe_panoptic.data.depth_builder import DepthTargets  # noqa: F401
 from pe_panoptic.data.nyu import NYUV2_SPLITS, load_nyuv2_depth, register_nyuv2_depth  # noqa: F401  (registers nyuv2_depth_*)
 from pe_panoptic.data.validation import (  # noqa: F401,E402
     DatasetError,

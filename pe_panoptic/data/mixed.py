@@ -35,7 +35,7 @@ from omegaconf import DictConfig, ListConfig
 from detectron2.data.common import DatasetFromList
 from detectron2.utils import comm
 
-from pe_panoptic.data.resumable import SampleStream, _identity, _mix, _RankBatches
+from pe_panoptic.data.resumable import LazyStartLoader, SampleStream, _identity, _mix, _RankBatches
 
 __all__ = ["DatasetSchedule", "MixedTrainLoader", "build_mixed_train_loader", "dataset_dicts_per_name"]
 
@@ -139,7 +139,7 @@ class _MixedRankBatches(torchdata.IterableDataset):
             yield self.batch(g)
 
 
-class MixedTrainLoader:
+class MixedTrainLoader(LazyStartLoader):
     """Iterable of per-process batches, each from one dataset (module docstring); resumable with
     :meth:`set_start` like :class:`pe_panoptic.data.resumable.ResumableTrainLoader`."""
 
@@ -199,14 +199,6 @@ class MixedTrainLoader:
     def probs(self) -> Dict[str, float]:
         return {nm: float(p) for nm, p in zip(self.names, self.schedule.probs)}
 
-    def set_start(self, consumed_batches: int) -> None:
-        """Continue after ``consumed_batches`` micro-batches (= iterations x accumulate_steps)."""
-        if int(consumed_batches) < 0:
-            raise ValueError(f"consumed_batches must be >= 0, got {consumed_batches}")
-        if self._started:
-            raise RuntimeError("MixedTrainLoader.set_start: iteration has already started")
-        self.start_batch = int(consumed_batches)
-
     def _batches(self) -> _MixedRankBatches:
         loaders = [
             _RankBatches(ds, mapper, stream, total_batch_size=self.total_batch_size, rank=self.rank,
@@ -219,25 +211,6 @@ class MixedTrainLoader:
         self._started = True
         return torchdata.DataLoader(self._batches(), batch_size=None, num_workers=self.num_workers,
                                     collate_fn=_identity, persistent_workers=False)
-
-    def __iter__(self):
-        return _LazyIterator(self)
-
-
-class _LazyIterator:
-    """Starts the workers at the first ``next()`` (so that :meth:`MixedTrainLoader.set_start`
-    may follow the trainer's ``iter()``, as with the resumable loader)."""
-
-    def __init__(self, loader: MixedTrainLoader):
-        self._loader, self._it = loader, None
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        if self._it is None:
-            self._it = iter(self._loader._torch_loader())
-        return next(self._it)
 
 
 def dataset_dicts_per_name(names: Sequence[str], filter_empty: bool = False) -> List[List[dict]]:

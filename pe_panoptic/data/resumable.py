@@ -150,7 +150,29 @@ def _identity(x):
     return x
 
 
-class ResumableTrainLoader:
+class LazyStartLoader:
+    """Base of the resumable loaders: :meth:`set_start` (micro-batches to skip) before the first
+    ``next()``, which starts the workers (``_torch_loader``, defined by the subclass)."""
+
+    start_batch = 0
+    _started = False
+
+    def set_start(self, consumed_batches: int) -> None:
+        """Continue after ``consumed_batches`` micro-batches (= iterations x accumulate_steps)."""
+        if int(consumed_batches) < 0:
+            raise ValueError(f"consumed_batches must be >= 0, got {consumed_batches}")
+        if self._started:
+            raise RuntimeError(f"{type(self).__name__}.set_start: iteration has already started")
+        self.start_batch = int(consumed_batches)
+
+    def _torch_loader(self) -> torchdata.DataLoader:
+        raise NotImplementedError(f"{type(self).__name__} must define _torch_loader")
+
+    def __iter__(self) -> Iterator[List[dict]]:
+        return _LazyIterator(self)
+
+
+class ResumableTrainLoader(LazyStartLoader):
     """Iterable of per-process batches (lists of mapped dicts), resumable with :meth:`set_start`.
 
     Iteration starts lazily: ``iter(loader)`` returns at once and the worker processes start at
@@ -186,14 +208,6 @@ class ResumableTrainLoader:
     def seed(self) -> int:
         return self.stream.seed
 
-    def set_start(self, consumed_batches: int) -> None:
-        """Continue after ``consumed_batches`` micro-batches (= iterations x accumulate_steps)."""
-        if int(consumed_batches) < 0:
-            raise ValueError(f"consumed_batches must be >= 0, got {consumed_batches}")
-        if self._started:
-            raise RuntimeError("ResumableTrainLoader.set_start: iteration has already started")
-        self.start_batch = int(consumed_batches)
-
     def _torch_loader(self) -> torchdata.DataLoader:
         self._started = True
         batches = _RankBatches(
@@ -203,12 +217,12 @@ class ResumableTrainLoader:
         return torchdata.DataLoader(batches, batch_size=None, num_workers=self.num_workers, collate_fn=_identity,
                                     persistent_workers=False)
 
-    def __iter__(self) -> Iterator[List[dict]]:
-        return _LazyIterator(self)
-
 
 class _LazyIterator:
-    def __init__(self, loader: ResumableTrainLoader):
+    """Starts the loader's workers at the first ``next()`` (so that ``set_start`` may follow the
+    trainer's ``iter()``)."""
+
+    def __init__(self, loader: LazyStartLoader):
         self._loader = loader
         self._it = None
 

@@ -57,9 +57,11 @@ class ConfigOverrideError(ValueError):
 def load_config(config_file: str, overrides: Sequence[str] = ()):
     """``LazyConfig.load(config_file)`` with :func:`apply_overrides` applied. A saved run's
     ``config.yaml`` that names modules from before the package reorganization is read with
-    today's names (:mod:`pe_panoptic.engine.moved_modules`)."""
+    today's names (:mod:`pe_panoptic.engine.moved_modules`), and its mappers' former arguments as
+    target builders (:mod:`pe_panoptic.engine.legacy_mapper`)."""
     from detectron2.config import LazyConfig
 
+    from pe_panoptic.engine.legacy_mapper import upgrade_mapper_args
     from pe_panoptic.engine.moved_modules import upgrade_config
 
     if not os.path.isfile(config_file):
@@ -67,6 +69,7 @@ def load_config(config_file: str, overrides: Sequence[str] = ()):
     cfg = LazyConfig.load(config_file)
     if config_file.endswith((".yaml", ".yml")):  # a saved run's config may name pre-reorganization modules
         upgrade_config(cfg, source=config_file)
+        upgrade_mapper_args(cfg, source=config_file)
     return apply_overrides(cfg, overrides, source=config_file)
 
 

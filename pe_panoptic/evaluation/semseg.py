@@ -12,7 +12,6 @@ import os
 
 import numpy as np
 import torch
-from PIL import Image
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import SemSegEvaluator
@@ -35,11 +34,11 @@ def semantic_labels(sem_seg: torch.Tensor) -> torch.Tensor:
 
 def semantic_from_panoptic(pan_png_path: str, segments_info, ignore_label: int = 255) -> np.ndarray:
     """Contiguous-id semantic map ``[H, W]`` from a COCO-format panoptic PNG."""
-    from panopticapi.utils import rgb2id
+    from pe_panoptic.data.panoptic_png import read_panoptic_ids
 
     if not os.path.isfile(pan_png_path):
         raise FileNotFoundError(f"panoptic PNG missing: {pan_png_path}")
-    ids = rgb2id(np.asarray(Image.open(pan_png_path).convert("RGB"), dtype=np.uint32))
+    ids = read_panoptic_ids(pan_png_path)
     cat_of = {int(s["id"]): int(s["category_id"]) for s in (segments_info or [])}
     uniq, inv = np.unique(ids, return_inverse=True)  # loop below is over segments, not pixels
     lut = np.array([cat_of.get(int(u), ignore_label) for u in uniq], dtype=np.int64)

@@ -9,7 +9,7 @@ evaluators work unchanged.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +19,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import ImageList
 
-from pe_panoptic.modeling.decoder import PixelHeads
+from pe_panoptic.modeling.decoder import PixelHeads, concat_channels
 from pe_panoptic.encoding import CentroidEncoding, build_encoding
 from pe_panoptic.modeling.losses import PixelCentroidCriterion
 from pe_panoptic.postprocess import SEMANTIC_OUTPUTS, PostProcessConfig, batch_results
@@ -84,7 +84,9 @@ class PixelCentroidHead(nn.Module):
         backbone: a detectron2 ``Backbone`` returning a dict of stride-14 feature maps
             (:class:`pe_panoptic.modeling.backbone.DINOv2Backbone`); all of them are concatenated.
         decoder: module mapping the concatenated features ``[B, sum C, H/14, W/14]`` to
-            ``[B, width, h, w]`` (:class:`pe_panoptic.modeling.decoder.TransposedConvDecoder`).
+            ``[B, width, h, w]`` (:class:`pe_panoptic.modeling.decoder.TransposedConvDecoder`),
+            or a factory ``decoder(in_channels=sum C)`` called with the backbone's channels
+            (:func:`pe_panoptic.modeling.decoder_factory.transposed_conv_decoder`).
         decoder_width: channels of the decoder output (input of the heads).
         encoding: instance encoding (:func:`pe_panoptic.encoding.build_encoding`) or a dict of
             its arguments.
@@ -117,7 +119,7 @@ class PixelCentroidHead(nn.Module):
         self,
         *,
         backbone: nn.Module,
-        decoder: nn.Module,
+        decoder: Union[nn.Module, Callable[..., nn.Module]],
         decoder_width: int,
         encoding=None,
         dataset_name: Optional[str] = None,
@@ -167,6 +169,8 @@ class PixelCentroidHead(nn.Module):
         if semantic_output not in SEMANTIC_OUTPUTS:
             raise ValueError(f"semantic_output must be one of {SEMANTIC_OUTPUTS}, got {semantic_output!r}")
 
+        if not isinstance(decoder, nn.Module):  # a factory: input channels from the backbone (as ViTDet)
+            decoder = decoder(in_channels=concat_channels(backbone.output_shape()))
         self.backbone = backbone
         self.decoder = decoder
         self.encoding = encoding

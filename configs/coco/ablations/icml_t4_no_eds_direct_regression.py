@@ -6,8 +6,8 @@ from ..vitb_ablation_420 import dataloader, lr_multiplier, model, optimizer, tra
 # ICML Table 4's rows without EDS match paper_v1 Table 2's baseline (PE L = 4 without EDS: 44.86 vs
 # 44.91 with void excluded, 46.74 with void included): "without EDS" is read as the paper_v1
 # baseline, i.e. no EDS and void regions excluded.
-dataloader.train.mapper.use_eds = False
-dataloader.train.mapper.include_void = False
+dataloader.train.mapper.panoptic.use_eds = False
+dataloader.train.mapper.panoptic.include_void = False
 model.encoding = dict(name="rgb")
 train.reference = dict(table="ICML Table 4", row="no EDS, Direct regression", pq=38.01)
 train.output_dir = "output/coco/ablations/icml_t4_no_eds_direct_regression"

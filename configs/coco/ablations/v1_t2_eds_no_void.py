@@ -2,7 +2,7 @@
 # Paper: COCO PQ 46.04 (DINOv2 ViT-B, 420 x 420, 200 epochs; see ../vitb_ablation_420_v1_decoder.py).
 from ..vitb_ablation_420_v1_decoder import dataloader, lr_multiplier, model, optimizer, train
 
-dataloader.train.mapper.use_eds = True
-dataloader.train.mapper.include_void = False
+dataloader.train.mapper.panoptic.use_eds = True
+dataloader.train.mapper.panoptic.include_void = False
 train.reference = dict(table="paper_v1 Table 2", row="EDS yes, include void no", pq=46.04)
 train.output_dir = "output/coco/ablations/v1_t2_eds_no_void"

@@ -11,6 +11,7 @@ from detectron2.config import LazyCall as L
 from detectron2.data import build_detection_test_loader, build_detection_train_loader, get_detection_dataset_dicts
 from pe_panoptic.data.mapper import (
     PanopticCentroidDatasetMapper,
+    PanopticTargets,
     build_test_augmentations,
     build_train_augmentations,
 )
@@ -26,10 +27,7 @@ dataloader = dict(
             is_train=True,
             augmentations=L(build_train_augmentations)(size=INPUT_SIZE, min_scale=0.5, max_scale=2.0, flip=True),
             input_size=INPUT_SIZE,
-            dataset_name="cityscapes_fine_panoptic_train",
-            eds_D=20.0,
-            use_eds=True,
-            include_void=True,
+            panoptic=L(PanopticTargets)(dataset_name="cityscapes_fine_panoptic_train", eds_D=20.0, use_eds=True, include_void=True),
         ),
         total_batch_size=8,
         num_workers=4,
@@ -39,7 +37,7 @@ dataloader = dict(
         mapper=L(PanopticCentroidDatasetMapper)(
             is_train=False,
             augmentations=L(build_test_augmentations)(size=max(INPUT_SIZE)),
-            dataset_name="cityscapes_fine_panoptic_val",
+            panoptic=L(PanopticTargets)(dataset_name="cityscapes_fine_panoptic_val"),  # targets only with with_targets=True
         ),
         num_workers=4,
     ),

@@ -5,12 +5,13 @@
 # tasks containing "depth"; loss depth_loss="silog" for metric depth, paper Eq. 9).
 # Evaluation: DepthEvaluator (RMSE, AbsRel, log10, delta1/2/3, ...) inside the Eigen crop.
 # Relative-depth pre-training on pseudo-labels (paper stage 2): set
-#   dataloader.train.mapper.depth="disparity"
+#   dataloader.train.mapper.depth.kind="disparity"
 # (labels from $DETECTRON2_DATASETS/nyuv2_depth_train_depth_pseudo/<stem>.npy|.png, else 1/depth
 # of the ground truth).
 from detectron2.config import LazyCall as L
 from detectron2.data import build_detection_test_loader, build_detection_train_loader, get_detection_dataset_dicts
 from pe_panoptic.data.mapper import (
+    DepthTargets,
     PanopticCentroidDatasetMapper,
     build_test_augmentations,
     build_train_augmentations,
@@ -28,11 +29,8 @@ dataloader = dict(
             # apparent metric scale), random horizontal flip
             augmentations=L(build_train_augmentations)(size=INPUT_SIZE, min_scale=1.0, max_scale=1.0, flip=True),
             input_size=INPUT_SIZE,
-            dataset_name="nyuv2_depth_train",
-            panoptic=False,
-            depth="metric",
-            min_depth=1e-3,
-            max_depth=10.0,
+            panoptic=None,
+            depth=L(DepthTargets)(kind="metric", dataset_name="nyuv2_depth_train", min_depth=1e-3, max_depth=10.0),
         ),
         total_batch_size=16,
         num_workers=4,
@@ -42,8 +40,7 @@ dataloader = dict(
         mapper=L(PanopticCentroidDatasetMapper)(
             is_train=False,
             augmentations=L(build_test_augmentations)(size=INPUT_SIZE),
-            dataset_name="nyuv2_depth_test",
-            panoptic=False,
+            panoptic=None,
         ),
         num_workers=4,
     ),

@@ -3,7 +3,7 @@
 # Defaults: ViT-B with blocks 3/6/9/12 (1-indexed), decoder width 256, PE with L = 4, EDS D = 20.
 from detectron2.config import LazyCall as L
 from pe_panoptic.modeling.backbone import DINOv2Backbone
-from pe_panoptic.modeling.decoder import TransposedConvDecoder
+from pe_panoptic.modeling.decoder_factory import transposed_conv_decoder
 from pe_panoptic.modeling.meta_arch import PixelCentroidHead
 
 model = L(PixelCentroidHead)(
@@ -14,7 +14,8 @@ model = L(PixelCentroidHead)(
         drop_path_rate=0.1,
         grad_checkpointing=False,
     ),
-    decoder=L(TransposedConvDecoder)(in_channels=4 * 768, width=256, num_upsample=3),
+    # input channels = the backbone's (len(out_indices) x embed_dim): the model builds the decoder
+    decoder=L(transposed_conv_decoder)(width=256, num_upsample=3),
     decoder_width="${.decoder.width}",
     encoding=dict(name="pe", num_harmonics=4, num_bins=80),
     dataset_name="coco_2017_train_panoptic",
