@@ -12,7 +12,7 @@ SIZE = 112
 model.backbone.out_indices = (0, 1)
 model.dataset_name = "synthetic_panoptic_small_train"
 model.backbone.freeze_at = 2  # embeddings + block 1 frozen, block 2 trains
-model.postprocess = dict(decoder="vote", grid=(12, 12))
+model.postprocess = dict(decoder="vote", grid=(12, 12), void_source="semantic")
 
 dataloader.train.dataset.names = "synthetic_panoptic_small_train"
 dataloader.train.mapper.panoptic.dataset_name = "synthetic_panoptic_small_train"
