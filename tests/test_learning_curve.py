@@ -42,7 +42,7 @@ def test_hook_writes_json_and_png(tmp_path):
         for it in range(6):
             storage.iter = it
             hook.trainer.iter = it
-            storage.put_scalars(loss_inst=1.0 / (it + 1), **{"inst_diag/norm": 0.1 * it})
+            storage.put_scalars(loss_inst=1.0 / (it + 1), **{"diag/inst/norm": 0.1 * it})
             if it == 2:
                 storage.put_scalars(**{"panoptic_seg/PQ_th": 12.5})
             hook.after_step()
