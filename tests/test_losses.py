@@ -10,7 +10,6 @@ from pe_panoptic.modeling.losses import (
     affine_invariant_disparity_loss,
     generalized_dice_loss,
     instance_codes_from_targets,
-    instance_pe_loss_map,
     semantic_ce_map,
     silog_loss,
     tv_loss_regression,
@@ -110,25 +109,27 @@ def test_semantic_ce_map_bad_labels():
 
 
 # ----------------------------------------------------------------------------------- Eq. (4)
-def test_instance_pe_loss_map_hand_computed():
+def test_pe_code_loss_hand_computed():
     L = 1  # channels: u block 0..1, v block 2..3
     pred = torch.tensor([[3.0, 4.0, 0.0, 0.0], [1.0, 0.0, 0.0, 2.0]]).T.reshape(1, 4, 1, 2)
     target = torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]]).T.reshape(1, 4, 1, 2)
-    out = instance_pe_loss_map(pred, target, L)
+    out = PositionalEncoding(L).code_loss(pred, target)
     # pixel 0: (||(3,4)|| + 0) / 2 = 2.5; pixel 1: (0 + ||(0,2)||) / 2 = 1
     assert torch.allclose(out, torch.tensor([[[2.5, 1.0]]]))
 
 
-def test_instance_pe_loss_map_matches_encoding_pixel_loss():
+def test_pe_code_loss_is_the_encoding_pixel_loss():
     g = torch.Generator().manual_seed(0)
     enc = PositionalEncoding(4)
     uv = torch.rand(2, 2, 5, 6, generator=g) * 2 - 1
     valid = torch.rand(2, 5, 6, generator=g) > 0.4
     pred = torch.randn(2, 16, 5, 6, generator=g)
     ref = enc.pixel_loss(pred, uv, valid)
-    assert torch.allclose(instance_pe_loss_map(pred, enc.targets(uv, valid), 4), ref, atol=1e-6)
-    with pytest.raises(ValueError, match="4L = 12"):
-        instance_pe_loss_map(pred, pred, 3)
+    assert torch.equal(enc.code_loss(pred, enc.targets(uv, valid)), ref)
+    with pytest.raises(ValueError, match=r"\[B, 12, H, W\]"):
+        PositionalEncoding(3).code_loss(pred, pred)
+    with pytest.raises(ValueError, match="code_loss"):
+        enc.code_loss(pred, pred[:, :, :4])
 
 
 # ---------------------------------------------------------------------------------- Eq. (10)

@@ -172,7 +172,7 @@ class PixelCentroidHead(nn.Module):
         self.heads = PixelHeads(
             decoder_width, self.num_classes, encoding.num_channels, depth=depth, max_depth=max_depth,
             kernel_size=head_kernel_size, inst_position=inst_position,
-            num_harmonics=encoding.num_harmonics,
+            num_harmonics=encoding.num_harmonics or 4,  # positional heads need the PE encoding (PixelHeads checks)
         )
         self.criterion = PixelCentroidCriterion(
             encoding, num_classes=self.num_classes, ignore_label=ignore_label, **(loss or {})
