@@ -10,6 +10,7 @@ from pe_panoptic.modeling.losses import (
     affine_invariant_disparity_loss,
     generalized_dice_loss,
     instance_codes_from_targets,
+    instance_pe_loss_map,
     semantic_ce_map,
     silog_loss,
     tv_loss_regression,
@@ -563,3 +564,12 @@ def test_criterion_offset_weight_adds_the_direct_offset_loss():
     assert "loss_inst_offset" not in PixelCentroidCriterion(enc, num_classes=3)(outputs, targets, {"inst"})
     with pytest.raises(KeyError, match="inst_offset"):
         crit({"inst": outputs["inst"]}, targets, {"inst"})
+
+
+def test_instance_pe_loss_map_is_the_encoding_code_loss_with_checks():
+    g = torch.Generator().manual_seed(2)
+    pred = torch.randn(2, 16, 5, 6, generator=g)
+    target = torch.randn(2, 16, 5, 6, generator=g)
+    assert torch.equal(instance_pe_loss_map(pred, target, 4), PositionalEncoding(4).code_loss(pred, target))
+    with pytest.raises(ValueError, match="4L = 12"):
+        instance_pe_loss_map(pred, pred, 3)

@@ -30,7 +30,7 @@ def old_postprocess():
 
 @pytest.mark.parametrize("path, package, new", [
     ("pe_panoptic/postprocess.py", "pe_panoptic", "pe_panoptic.postprocess"),
-    ("pe_panoptic/modeling/losses.py", "pe_panoptic", "pe_panoptic.modeling.losses"),
+    ("pe_panoptic/losses.py", "pe_panoptic", "pe_panoptic.modeling.losses"),
     ("pe_panoptic/data/synthetic.py", "pe_panoptic.data", "pe_panoptic.data.synthetic"),
 ])
 def test_public_names_still_importable(path, package, new):
@@ -208,7 +208,7 @@ def loss_batch(enc, seed: int, B=2, H=14, W=17, num_classes=5):
 def test_criterion_identical_to_pre_refactor_module(enc_name, depth_loss):
     import pe_panoptic.modeling.losses as new
 
-    old = load_legacy("pe_panoptic/modeling/losses.py", "pe_panoptic")
+    old = load_legacy("pe_panoptic/losses.py", "pe_panoptic")
     enc = build_encoding(enc_name, num_harmonics=3, num_bins=10)
     kw = dict(num_classes=5, sem_weight=1.5, tv_weight=0.2, dice_weight=0.7, depth_loss=depth_loss)
     for seed in range(3):

@@ -8,8 +8,8 @@ batch.
 * :mod:`.pixel` -- :func:`weighted_mean` (the EDS-weighted pixel average of Eq. 1),
   :func:`semantic_ce_map` (per-pixel cross-entropy of the semantic head),
   :func:`offset_l1_map` (direct L1 loss of the ``inst_position="offset"`` head's centroid
-  offset; not in the paper). The PE instance loss of Eq. 4 is
-  :meth:`pe_panoptic.encoding.PositionalEncoding.code_loss`.
+  offset; not in the paper); :func:`instance_pe_loss_map` (checked entry to the PE instance loss
+  of Eq. 4, :meth:`pe_panoptic.encoding.PositionalEncoding.code_loss`).
 * :mod:`.regularizers` -- :func:`tv_loss_regression` / :func:`tv_loss_semantic` (total
   variation, Eq. 10 / 11) and :func:`generalized_dice_loss` (generalized DICE over the labeled
   instances, Eq. 12-14) with :func:`instance_codes_from_targets` to get each instance's code.
@@ -39,7 +39,7 @@ Reductions (decisions not fixed by the paper):
 """
 from pe_panoptic.modeling.losses.criterion import TASKS, PixelCentroidCriterion
 from pe_panoptic.modeling.losses.depth import affine_invariant_disparity_loss, silog_loss
-from pe_panoptic.modeling.losses.pixel import NORMALIZATIONS, offset_l1_map, semantic_ce_map, weighted_mean
+from pe_panoptic.modeling.losses.pixel import NORMALIZATIONS, instance_pe_loss_map, offset_l1_map, semantic_ce_map, weighted_mean
 from pe_panoptic.modeling.losses.regularizers import generalized_dice_loss, instance_codes_from_targets, tv_loss_regression, tv_loss_semantic
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "offset_l1_map",
     "weighted_mean",
     "semantic_ce_map",
+    "instance_pe_loss_map",
     "tv_loss_regression",
     "tv_loss_semantic",
     "instance_codes_from_targets",

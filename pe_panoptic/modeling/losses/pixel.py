@@ -1,13 +1,14 @@
-"""Pixel losses: the EDS-weighted average of paper Eq. (1) and the semantic cross-entropy. (The
-PE instance loss of Eq. (4) is :meth:`pe_panoptic.encoding.PositionalEncoding.code_loss`.)"""
+"""Pixel losses: the EDS-weighted average of paper Eq. (1) and the semantic cross-entropy. The PE
+instance loss of Eq. (4) is :meth:`pe_panoptic.encoding.PositionalEncoding.code_loss`
+(:func:`instance_pe_loss_map` checks its inputs and calls it)."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from pe_panoptic.modeling.losses.checks import check_ndim, check_same_shape, check_spatial
+from pe_panoptic.modeling.losses.checks import check_ndim, check_same_shape, check_spatial, pe_channels
 
-__all__ = ["NORMALIZATIONS", "weighted_mean", "semantic_ce_map", "offset_l1_map"]
+__all__ = ["NORMALIZATIONS", "weighted_mean", "semantic_ce_map", "instance_pe_loss_map", "offset_l1_map"]
 
 
 #: how :func:`weighted_mean` normalizes the weighted sum of Eq. (1) over a batch
@@ -77,6 +78,19 @@ def semantic_ce_map(logits: torch.Tensor, labels: torch.Tensor, ignore_label: in
             f"{fn}: labels must be in [0, {num_classes}) or ignore_label={ignore_label}, found {found}"
         )
     return F.cross_entropy(logits.float(), labels, ignore_index=ignore_label, reduction="none")
+
+
+def instance_pe_loss_map(pred: torch.Tensor, target: torch.Tensor, L: int) -> torch.Tensor:
+    """Per-pixel PE loss of paper Eq. (4) on codes ``pred``, ``target`` ``[B, 4L, H, W]``, in float32:
+    the one implementation, :meth:`pe_panoptic.encoding.PositionalEncoding.code_loss`, with this
+    module's input checks (kept as a public name of the losses)."""
+    from pe_panoptic.encoding import PositionalEncoding
+
+    fn = "instance_pe_loss_map"
+    check_ndim(fn, "pred", pred, 4, "[B, 4L, H, W]")
+    check_same_shape(fn, "pred", pred, "target", target)
+    pe_channels(fn, pred, L)
+    return PositionalEncoding(L).code_loss(pred.float(), target.float())
 
 
 def offset_l1_map(offset: torch.Tensor, uv: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
