@@ -17,12 +17,20 @@ in ``(-1, 1)`` and do not depend on the output stride. The decoding grid has ``g
 cell ``k`` has center ``-1 + (2k + 1) / gw``. Because the squared embedding distance splits into
 a u-term and a v-term, the nearest grid position is found by two small argmins
 (:meth:`CentroidEncoding.decode`), not a ``gh * gw``-way search.
+
+Each encoding owns its behaviour; nothing outside this module dispatches on the encoding's type
+or name: decoding (:meth:`~CentroidEncoding.decode`, the brute-force reference
+:meth:`~CentroidEncoding.naive_decode` and its metric :attr:`~CentroidEncoding.metric_p`, the
+distance scale :attr:`~CentroidEncoding.decode_scale`), the total-variation norm
+(:attr:`~CentroidEncoding.tv_norm`), the per-axis code block (:meth:`~CentroidEncoding.axis_channels`),
+training diagnostics (:meth:`~CentroidEncoding.code_diagnostics`) and the export spec
+(:meth:`~CentroidEncoding.to_spec` / :meth:`CentroidEncoding.from_spec`).
 """
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import NamedTuple, Tuple
+from typing import Dict, Mapping, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +41,7 @@ __all__ = [
     "pixel_centers",
     "normalize_coords",
     "Decoded",
+    "instance_code_diagnostics",
     "CentroidEncoding",
     "PositionalEncoding",
     "RGBEncoding",
@@ -72,6 +81,29 @@ def coords_to_cell(p: torch.Tensor, n: int) -> torch.Tensor:
     return ((p + 1.0) * 0.5 * n).floor().clamp_(0, n - 1).long()
 
 
+@torch.no_grad()
+def instance_code_diagnostics(pred: torch.Tensor, target: torch.Tensor, thing: torch.Tensor, L: int) -> Dict[str, float]:
+    """What a PE instance head has learned, on thing pixels: ``pred``, ``target`` ``[B, 4L, H, W]``
+    (u block then v block, pairs (sin, cos) per harmonic), ``thing [B, H, W]`` bool. Returns
+    ``{"norm": .., "cos_u0": .., "cos_v0": .., ...}``: the mean code norm (a true code has norm
+    ``sqrt(2 L)``, the void code 0) and per harmonic the mean cosine between the predicted and
+    the true ``(sin, cos)`` pair of each axis; empty if there is no thing pixel."""
+    m = thing.bool()
+    if not bool(m.any()):
+        return {}
+    p = pred.float().permute(0, 2, 3, 1)[m]  # N 4L
+    t = target.float().permute(0, 2, 3, 1)[m]
+    out = {"norm": float(p.norm(dim=1).mean())}
+    pp = p.reshape(-1, 2, L, 2)  # axis, harmonic, (sin, cos)
+    tt = t.reshape(-1, 2, L, 2)
+    cos = (pp * tt).sum(-1) / (pp.norm(dim=-1) * tt.norm(dim=-1)).clamp_min(1e-8)  # N 2 L
+    mean = cos.mean(0)
+    for a, axis in enumerate("uv"):
+        for l in range(L):
+            out[f"cos_{axis}{l}"] = float(mean[a, l])
+    return out
+
+
 class Decoded(NamedTuple):
     """Per-pixel decoding against the uv grid (all ``[B, H, W]``)."""
 
@@ -91,6 +123,63 @@ class CentroidEncoding(ABC):
     supports_tv = True
     #: whether the generalized DICE loss (Appendix B) applies to this output
     supports_dice = False
+    #: norm of the total-variation loss (Eq. 10): that of the encoding's main loss
+    tv_norm = "l2"
+    #: ``p`` of the Minkowski distance that decodes a code (``None``: not a distance decoder)
+    metric_p: Optional[float] = None
+    #: the PE harmonics ``L`` (``None``: not a positional code)
+    num_harmonics: Optional[int] = None
+    #: whether the code is a set of logits (a perfect prediction is the code times a large logit)
+    code_is_logits = False
+
+    @property
+    def decode_scale(self) -> float:
+        """Distance between the void code and a grid code in the decode metric (normalizes
+        decode distances to [0, 1])."""
+        return 1.0
+
+    def to_spec(self) -> dict:
+        """The arguments of :func:`build_encoding` that rebuild this encoding (export metadata)."""
+        return {"name": self.name}
+
+    @staticmethod
+    def from_spec(spec: Mapping) -> "CentroidEncoding":
+        """Inverse of :meth:`to_spec`."""
+        return build_encoding(**dict(spec))
+
+    def axis_channels(self) -> slice:
+        """Channels of :meth:`encode` that code the u axis alone."""
+        raise TypeError(f"no per-axis code for {self!r} (supported: PositionalEncoding, RGBEncoding)")
+
+    def code_diagnostics(self, pred: torch.Tensor, uv_map: torch.Tensor, valid: torch.Tensor) -> Dict[str, float]:
+        """Training diagnostics of the instance output on the ``valid`` (thing) pixels; none by
+        default."""
+        return {}
+
+    @torch.no_grad()
+    def naive_decode(self, emb: torch.Tensor, grid: Tuple[int, int], chunk: int):
+        """Brute-force reference of :meth:`decode` on flat codes ``emb [N, C]``: every pixel
+        against all ``gh * gw`` grid codes and the void code (last) in the :attr:`metric_p`
+        distance. Returns ``(iu, iv, void, dist, grid_dist)``, each ``[N]``."""
+        if self.metric_p is None:
+            raise TypeError(f"naive_decode has no metric for {self!r}")
+        gh, gw = grid
+        dev = emb.device
+        v = grid_centers(gh, dev).repeat_interleave(gw)
+        u = grid_centers(gw, dev).repeat(gh)
+        codes = torch.cat((self.encode(torch.stack((u, v), 1)), self.void_code(dev)[None]), 0)
+        step = max(1, chunk // codes.shape[0])
+        best, arg, gbest, garg = [], [], [], []
+        for s in range(0, emb.shape[0], step):
+            d = torch.cdist(emb[s : s + step], codes, p=self.metric_p, compute_mode="donot_use_mm_for_euclid_dist")
+            b, a = d.min(1)
+            best.append(b)
+            arg.append(a)
+            b, a = d[:, : gh * gw].min(1)
+            gbest.append(b)
+            garg.append(a)
+        dist, arg, grid_dist, garg = (torch.cat(t) for t in (best, arg, gbest, garg))
+        return garg % gw, garg // gw, arg == gh * gw, dist, grid_dist
 
     @abstractmethod
     def encode(self, uv: torch.Tensor) -> torch.Tensor:
@@ -129,6 +218,7 @@ class PositionalEncoding(CentroidEncoding):
 
     name = "pe"
     supports_dice = True
+    metric_p = 2.0
 
     def __init__(self, num_harmonics: int = 4):
         if not 1 <= num_harmonics <= 16:
@@ -138,6 +228,25 @@ class PositionalEncoding(CentroidEncoding):
 
     def extra_repr(self) -> str:
         return f"L={self.L}"
+
+    @property
+    def num_harmonics(self) -> int:
+        return self.L
+
+    @property
+    def decode_scale(self) -> float:
+        """``||(gamma(u), gamma(v))|| = sqrt(2L)``: every grid code has it, the void code is 0."""
+        return math.sqrt(2.0 * self.L)
+
+    def to_spec(self) -> dict:
+        return {"name": self.name, "num_harmonics": self.L}
+
+    def axis_channels(self) -> slice:
+        return slice(0, 2 * self.L)
+
+    def code_diagnostics(self, pred, uv_map, valid):
+        """:func:`instance_code_diagnostics` of ``pred`` against the true codes."""
+        return instance_code_diagnostics(pred, self.targets(uv_map, valid), valid, self.L)
 
     def encode(self, uv: torch.Tensor) -> torch.Tensor:
         return torch.cat(
@@ -154,9 +263,17 @@ class PositionalEncoding(CentroidEncoding):
         dv = torch.linalg.vector_norm(d[:, 2 * self.L :], dim=1)
         return du, dv
 
-    def pixel_loss(self, pred, uv_map, valid):
-        du, dv = self.split_distances(pred, self.targets(uv_map, valid))
+    def code_loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-pixel loss of paper Eq. (4), ``(||(y - y_hat)_[u]||_2 + ||(y - y_hat)_[v]||_2) / 2``,
+        ``[B, H, W]``, of ``pred`` against the codes ``target`` (both ``[B, 4L, H, W]``)."""
+        if pred.dim() != 4 or pred.shape[1] != self.num_channels or pred.shape != target.shape:
+            raise ValueError(f"{self!r}.code_loss: pred and target must both be [B, {self.num_channels}, H, W], "
+                             f"got {tuple(pred.shape)} and {tuple(target.shape)}")
+        du, dv = self.split_distances(pred, target)
         return 0.5 * (du + dv)
+
+    def pixel_loss(self, pred, uv_map, valid):
+        return self.code_loss(pred, self.targets(uv_map, valid))
 
     def decode(self, pred: torch.Tensor, grid: Tuple[int, int]) -> Decoded:
         gh, gw = grid
@@ -185,6 +302,11 @@ class RGBEncoding(CentroidEncoding):
 
     name = "rgb"
     num_channels = 3
+    tv_norm = "l1"  # the main loss is L1
+    metric_p = 1.0
+
+    def axis_channels(self) -> slice:
+        return slice(0, 1)
 
     def encode(self, uv):
         one = torch.ones_like(uv[..., :1])
@@ -217,6 +339,7 @@ class BinEncoding(CentroidEncoding):
 
     name = "bins"
     supports_tv = False
+    code_is_logits = True
 
     def __init__(self, num_bins: int = 80):
         if num_bins < 2:
@@ -226,6 +349,9 @@ class BinEncoding(CentroidEncoding):
 
     def extra_repr(self):
         return f"num_bins={self.num_bins}"
+
+    def to_spec(self) -> dict:
+        return {"name": self.name, "num_bins": self.num_bins}
 
     def class_targets(self, uv_map, valid):
         """Class indices ``[B, H, W]`` for u and for v; void pixels get class ``num_bins``."""
@@ -271,6 +397,36 @@ class BinEncoding(CentroidEncoding):
         iu = coords_to_cell(centers[gbu], gw)
         iv = coords_to_cell(centers[gbv], gh)
         return Decoded(iu, iv, void, 1.0 - conf_u * conf_v, 1.0 - gconf_u * gconf_v)
+
+    @torch.no_grad()
+    def naive_decode(self, emb, grid, chunk):
+        """Joint search over all ``(nb + 1)^2`` (u-bin, v-bin) pairs maximizing ``p_u p_v`` (void if
+        either bin is void); see :meth:`CentroidEncoding.naive_decode`."""
+        gh, gw = grid
+        nb, dev = self.num_bins, emb.device
+        pu = emb[:, : nb + 1].softmax(1)
+        pv = emb[:, nb + 1 :].softmax(1)
+        ncodes = (nb + 1) ** 2
+        is_grid = torch.ones(nb + 1, nb + 1, dtype=torch.bool, device=dev)
+        is_grid[nb, :] = False
+        is_grid[:, nb] = False
+        is_grid = is_grid.reshape(-1)
+        step = max(1, chunk // ncodes)
+        best, arg, gbest, garg = [], [], [], []
+        for s in range(0, emb.shape[0], step):
+            joint = (pu[s : s + step, :, None] * pv[s : s + step, None, :]).reshape(-1, ncodes)
+            b, a = joint.max(1)
+            best.append(b)
+            arg.append(a)
+            b, a = joint.masked_fill(~is_grid, -1.0).max(1)
+            gbest.append(b)
+            garg.append(a)
+        best, arg, gbest, garg = (torch.cat(t) for t in (best, arg, gbest, garg))
+        void = (arg // (nb + 1) == nb) | (arg % (nb + 1) == nb)
+        centers = grid_centers(nb, dev)
+        iu = ((centers[garg // (nb + 1)] + 1) * 0.5 * gw).floor().clamp(0, gw - 1).long()
+        iv = ((centers[garg % (nb + 1)] + 1) * 0.5 * gh).floor().clamp(0, gh - 1).long()
+        return iu, iv, void, 1.0 - best, 1.0 - gbest
 
 
 def build_encoding(name: str = "pe", num_harmonics: int = 4, num_bins: int = 80) -> CentroidEncoding:

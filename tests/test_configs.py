@@ -3,6 +3,7 @@ epochs -> iterations arithmetic, the stage chain, one config per ablation row, a
 ``tools/train_net.py --config-file configs/coco/vitl_stage3.py`` runs (with a tiny backbone)."""
 import glob
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -173,8 +174,14 @@ def test_paper_schedules(d2_datasets):
         assert cfg.optimizer.lr == 5e-4 and cfg.optimizer.params.layer_decay == 0.6, rel
         assert cfg.lr_multiplier.min_lr == 1e-6 and cfg.train.amp.enabled, rel
     v1 = load("configs/coco/vitb_ablation_420.py")
-    assert dict(v1.model.task_probs) == pytest.approx({"inst": 2 / 3, "sem": 1 / 3})  # paper_v1: one task per batch
-    assert load("configs/coco/vitl_stage2.py").model.task_probs is None  # ICML: summed multi-task losses
+    # paper_v1: one task per optimizer step, drawn by the loader over the whole effective batch
+    assert dict(v1.dataloader.train.task_probs) == pytest.approx({"inst": 2 / 3, "sem": 1 / 3})
+    assert v1.dataloader.train.effective_batch_size == v1.train.effective_batch_size == 256
+    assert "task_probs" not in v1.model
+    stage2 = load("configs/coco/vitl_stage2.py")  # ICML: summed multi-task losses
+    assert "task_probs" not in stage2.model and stage2.dataloader.train.get("task_probs") is None
+    for path in sorted(pathlib.Path(ROOT).glob("configs/**/*.py")):  # no config sets the key that moved
+        assert "model.task_probs" not in path.read_text(), path
     assert tuple(load("configs/coco/vitl_stage1.py").model.backbone.out_indices) == (4, 11, 17, 23)
     assert tuple(load("configs/cityscapes/vitl_finetune.py").model.postprocess.grid) == (160, 320)
     assert tuple(load("configs/coco/vitl_stage3.py").model.postprocess.grid) == (80, 80)
@@ -251,7 +258,6 @@ def test_ablation_configs_train_on_a_real_image(row, out, d2_datasets):
     assert tuple(sample["image"].shape[-2:]) == (420, 420)
     # ICML decoder: 420 * 8 / 14 = 240; paper_v1's (4 upsamplings): 420 * 16 / 14 = 480
     assert tuple(sample["targets"]["sem_seg"].shape) == (out, out)
-    model.task_probs = None  # both tasks in this one step
     losses = model([sample])
     assert {"loss_sem", "loss_inst"} <= set(losses) and all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()

@@ -267,3 +267,17 @@ def test_upsample_impl_switch_gives_the_same_decoder_output():
     torch.testing.assert_close(a(x), b(x), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="impl must be one of"):
         TransposedConvDecoder(in_channels=6, width=8, upsample_impl="fast")
+
+
+def test_decoder_takes_the_image_always_and_ignores_it_without_image_skip():
+    """One call for every caller (model, exporter, benchmark): ``decoder(features, image)``."""
+    torch.manual_seed(0)
+    dec = TransposedConvDecoder(in_channels=8, width=32, num_upsample=2, norm="GN").eval()
+    feats = torch.randn(1, 8, 3, 3)
+    image = torch.randn(1, 3, 42, 42)
+    ref = dec(feats)
+    assert torch.equal(dec(feats, image), ref) and torch.equal(dec(feats, torch.zeros_like(image)), ref)
+    skip = TransposedConvDecoder(in_channels=8, width=32, num_upsample=2, norm="GN", image_skip=32).eval()
+    assert not torch.equal(skip(feats, image), skip(feats, torch.zeros_like(image)))
+    with pytest.raises(ValueError, match="needs the input image"):
+        skip(feats)

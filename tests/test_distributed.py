@@ -30,7 +30,7 @@ TINY = [
     "dataloader.train._target_=pe_panoptic.data.resumable.build_resumable_train_loader",
     "dataloader.train.num_workers=0", "dataloader.test.num_workers=0",
     "train.seed=7", "train.log_period=1", f"train.max_iter={ITERS}", "train.checkpointer.period=100",
-    "model.task_probs=null",  # summed losses: every loss term is logged, and compared, at every step
+    "dataloader.train.task_probs=null",  # summed losses: every loss term is logged, and compared, at every step
 ]
 
 

@@ -6,6 +6,7 @@ import torch
 
 from pe_panoptic.encoding import (
     BinEncoding,
+    CentroidEncoding,
     PositionalEncoding,
     RGBEncoding,
     build_encoding,
@@ -126,3 +127,78 @@ def test_build_encoding_errors():
         build_encoding("polar")
     with pytest.raises(ValueError, match="num_harmonics"):
         PositionalEncoding(0)
+
+
+# ------------------------------------------------------------------ behaviour owned by the encodings
+ENCODINGS = [PositionalEncoding(3), RGBEncoding(), BinEncoding(6)]
+
+
+@pytest.mark.parametrize("enc", ENCODINGS, ids=lambda e: e.name)
+def test_spec_round_trip(enc):
+    spec = enc.to_spec()
+    back = CentroidEncoding.from_spec(spec)
+    assert type(back) is type(enc) and back.to_spec() == spec and back.num_channels == enc.num_channels
+    assert spec == {"pe": {"name": "pe", "num_harmonics": 3}, "rgb": {"name": "rgb"},
+                    "bins": {"name": "bins", "num_bins": 6}}[enc.name]
+
+
+def test_decode_scale_tv_norm_metric_and_axis_channels():
+    pe, rgb, bins = ENCODINGS
+    # the decode scale is the distance between the void code and any grid code
+    grid_code = pe.encode(torch.tensor([[0.3, -0.7]]))[0]
+    assert pe.decode_scale == pytest.approx(math.sqrt(6.0)) == pytest.approx(float(grid_code.norm()))
+    assert rgb.decode_scale == 1.0 == bins.decode_scale
+    assert (pe.tv_norm, rgb.tv_norm) == ("l2", "l1") and not bins.supports_tv
+    assert (pe.metric_p, rgb.metric_p, bins.metric_p) == (2.0, 1.0, None)
+    assert (pe.num_harmonics, rgb.num_harmonics, bins.num_harmonics) == (3, None, None)
+    assert (pe.code_is_logits, rgb.code_is_logits, bins.code_is_logits) == (False, False, True)
+    u = torch.tensor([0.25, -0.5])
+    uv = torch.stack((u, torch.full_like(u, 0.9)), 1)
+    assert torch.equal(pe.encode(uv)[:, pe.axis_channels()], positional_embedding(u, 3))
+    assert torch.equal(rgb.encode(uv)[:, rgb.axis_channels()], ((u + 1) / 2)[:, None])
+    with pytest.raises(TypeError, match="no per-axis code"):
+        bins.axis_channels()
+
+
+@pytest.mark.parametrize("enc", ENCODINGS, ids=lambda e: e.name)
+def test_naive_decode_is_the_brute_force_of_decode(enc):
+    g = torch.Generator().manual_seed(1)
+    pred = torch.randn(2, enc.num_channels, 5, 4, generator=g)
+    fast = enc.decode(pred, (7, 9))
+    emb = pred.permute(0, 2, 3, 1).reshape(-1, enc.num_channels)
+    iu, iv, void, dist, grid_dist = enc.naive_decode(emb, (7, 9), chunk=64)
+    assert torch.equal(iu, fast.iu.reshape(-1)) and torch.equal(iv, fast.iv.reshape(-1))
+    assert torch.equal(void, fast.void.reshape(-1))
+    torch.testing.assert_close(dist, fast.dist.reshape(-1), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(grid_dist, fast.grid_dist.reshape(-1), rtol=1e-4, atol=1e-5)
+
+
+def test_code_diagnostics_only_for_the_positional_code():
+    pe, rgb, bins = ENCODINGS
+    uv = torch.rand(1, 2, 3, 4) * 2 - 1
+    valid = torch.ones(1, 3, 4, dtype=torch.bool)
+    diag = pe.code_diagnostics(pe.targets(uv, valid), uv, valid)
+    assert diag["norm"] == pytest.approx(math.sqrt(6.0), rel=1e-5)
+    assert all(diag[f"cos_{a}{l}"] == pytest.approx(1.0, abs=1e-5) for a in "uv" for l in range(3))
+    assert pe.code_diagnostics(pe.targets(uv, valid), uv, torch.zeros_like(valid)) == {}
+    assert rgb.code_diagnostics(rgb.targets(uv, valid), uv, valid) == {} == bins.code_diagnostics(
+        bins.targets(uv, valid), uv, valid)
+
+
+def test_no_dispatch_on_encoding_type_or_name_outside_encoding_py():
+    """Behaviour belongs on the encoding classes: nothing else branches on their type or name."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    classes = r"(PositionalEncoding|RGBEncoding|BinEncoding)"
+    bad = re.compile(rf"isinstance\([^)]*\b{classes}\b"  # isinstance(x, PositionalEncoding) / (..., BinEncoding)
+                     rf"|\btype\([^)]*\)\s*(is|==)\s*{classes}"  # type(enc) is RGBEncoding
+                     r"|\b\w*enc\w*\.name\s*(==|!=|\bin\b)"  # encoding.name == "rgb"
+                     r"|\w*enc\w*\.name\s*\]"  # TABLE[encoding.name]
+                     r"|getattr\(\s*\w*enc\w*\s*,")  # getattr(encoding, "L", 4)
+    files = [p for d in ("pe_panoptic", "tools") for p in (root / d).rglob("*.py")
+             if p != root / "pe_panoptic" / "encoding.py"]
+    offenders = [f"{p.relative_to(root)}:{text[:m.start()].count(chr(10)) + 1}: {m.group(0)}"
+                 for p in sorted(files) for text in [p.read_text()] for m in bad.finditer(text)]
+    assert not offenders, offenders

@@ -2,6 +2,7 @@
 import json
 import math
 
+import pytest
 import torch
 
 from pe_panoptic.encoding import PositionalEncoding
@@ -42,7 +43,7 @@ def test_hook_writes_json_and_png(tmp_path):
         for it in range(6):
             storage.iter = it
             hook.trainer.iter = it
-            storage.put_scalars(loss_inst=1.0 / (it + 1), **{"inst_diag/norm": 0.1 * it})
+            storage.put_scalars(loss_inst=1.0 / (it + 1), **{"diag/inst/norm": 0.1 * it})
             if it == 2:
                 storage.put_scalars(**{"panoptic_seg/PQ_th": 12.5})
             hook.after_step()
@@ -50,4 +51,35 @@ def test_hook_writes_json_and_png(tmp_path):
     assert [p[0] for p in curves["loss_inst"]] == [1, 2, 3, 5]
     assert curves["loss_inst"][-1][1] == 1.0 / 6
     assert curves["val PQ_th"] == [[2, 12.5]]
+    assert [p[0] for p in curves["diag/inst/norm"]] == [1, 2, 3, 5]  # the code diagnostics are sampled too
     assert (tmp_path / "learning_curve.png").stat().st_size > 1000
+
+
+def test_trainer_logs_diagnostics_without_adding_them_to_the_loss():
+    """The model returns ``diag/...`` next to its losses; PETrainer averages them over the
+    micro-batches into the event storage and keeps them out of the loss and its gradient."""
+    from detectron2.utils.events import EventStorage
+
+    from pe_panoptic.engine.trainer import PETrainer
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.tensor(2.0))
+            self.calls = 0
+
+        def forward(self, batch):
+            self.calls += 1
+            return {"loss_a": self.w * batch[0], "diag/inst/norm": torch.tensor(10.0 * self.calls)}
+
+    net = Net().train()
+    trainer = PETrainer(net, iter([[1.0], [3.0]]), torch.optim.SGD(net.parameters(), lr=0.0), accumulate_steps=2)
+    with EventStorage(0) as storage:
+        trainer.storage = storage
+        trainer.iter = 0
+        trainer.run_step()
+        latest = storage.latest()
+    assert latest["diag/inst/norm"][0] == pytest.approx(15.0)  # the mean of 10 and 20 over the micro-batches
+    assert latest["total_loss"][0] == pytest.approx(4.0)  # (2 * 1 + 2 * 3) / 2: no diagnostic in it
+    assert "diag/inst/norm" not in {k for k in latest if k.startswith("loss")}
+    assert net.w.grad.item() == pytest.approx(2.0)  # d/dw of (w * 1 + w * 3) / 2

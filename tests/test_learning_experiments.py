@@ -32,7 +32,7 @@ def test_unknown_variant_and_bad_spec(tmp_path):
 
 def test_table():
     res = {"offset": {"overrides": [], "PQ": 44.05, "PQ_th": 5.49, "PQ_st": 95.5, "mIoU": 93.4,
-                      "inst_diag/norm": 1.68, "wall_s": 1020},
+                      "diag/inst/norm": 1.68, "wall_s": 1020},
            "paper_head": {"overrides": ["model.inst_position=none"], "PQ": 41.3, "PQ_th": 0.0, "PQ_st": 96.3,
                           "mIoU": None, "wall_s": 600}}
     t = tool.table(res).splitlines()

@@ -110,25 +110,27 @@ def test_semantic_ce_map_bad_labels():
 
 
 # ----------------------------------------------------------------------------------- Eq. (4)
-def test_instance_pe_loss_map_hand_computed():
+def test_pe_code_loss_hand_computed():
     L = 1  # channels: u block 0..1, v block 2..3
     pred = torch.tensor([[3.0, 4.0, 0.0, 0.0], [1.0, 0.0, 0.0, 2.0]]).T.reshape(1, 4, 1, 2)
     target = torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]]).T.reshape(1, 4, 1, 2)
-    out = instance_pe_loss_map(pred, target, L)
+    out = PositionalEncoding(L).code_loss(pred, target)
     # pixel 0: (||(3,4)|| + 0) / 2 = 2.5; pixel 1: (0 + ||(0,2)||) / 2 = 1
     assert torch.allclose(out, torch.tensor([[[2.5, 1.0]]]))
 
 
-def test_instance_pe_loss_map_matches_encoding_pixel_loss():
+def test_pe_code_loss_is_the_encoding_pixel_loss():
     g = torch.Generator().manual_seed(0)
     enc = PositionalEncoding(4)
     uv = torch.rand(2, 2, 5, 6, generator=g) * 2 - 1
     valid = torch.rand(2, 5, 6, generator=g) > 0.4
     pred = torch.randn(2, 16, 5, 6, generator=g)
     ref = enc.pixel_loss(pred, uv, valid)
-    assert torch.allclose(instance_pe_loss_map(pred, enc.targets(uv, valid), 4), ref, atol=1e-6)
-    with pytest.raises(ValueError, match="4L = 12"):
-        instance_pe_loss_map(pred, pred, 3)
+    assert torch.equal(enc.code_loss(pred, enc.targets(uv, valid)), ref)
+    with pytest.raises(ValueError, match=r"\[B, 12, H, W\]"):
+        PositionalEncoding(3).code_loss(pred, pred)
+    with pytest.raises(ValueError, match="code_loss"):
+        enc.code_loss(pred, pred[:, :, :4])
 
 
 # ---------------------------------------------------------------------------------- Eq. (10)
@@ -562,3 +564,12 @@ def test_criterion_offset_weight_adds_the_direct_offset_loss():
     assert "loss_inst_offset" not in PixelCentroidCriterion(enc, num_classes=3)(outputs, targets, {"inst"})
     with pytest.raises(KeyError, match="inst_offset"):
         crit({"inst": outputs["inst"]}, targets, {"inst"})
+
+
+def test_instance_pe_loss_map_is_the_encoding_code_loss_with_checks():
+    g = torch.Generator().manual_seed(2)
+    pred = torch.randn(2, 16, 5, 6, generator=g)
+    target = torch.randn(2, 16, 5, 6, generator=g)
+    assert torch.equal(instance_pe_loss_map(pred, target, 4), PositionalEncoding(4).code_loss(pred, target))
+    with pytest.raises(ValueError, match="4L = 12"):
+        instance_pe_loss_map(pred, pred, 3)

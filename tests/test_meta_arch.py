@@ -1,12 +1,15 @@
 """PixelCentroidHead end to end on tiny models: losses in training, detectron2 outputs at the
-original image size in inference, task sampling, configuration errors."""
+original image size in inference, declared tasks, a pure forward, configuration errors."""
+import pathlib
+import re
+
 import numpy as np
 import pytest
 import torch
 
 from pe_panoptic.modeling.backbone import DINOv2Backbone
 from pe_panoptic.modeling.decoder import TransposedConvDecoder
-from pe_panoptic.modeling.meta_arch import PixelCentroidHead
+from pe_panoptic.modeling.meta_arch import DIAG_PREFIX, PixelCentroidHead, split_diagnostics
 from pe_panoptic.data.targets import panoptic_targets
 
 TINY = dict(embed_dim=48, depth=2, num_heads=2)
@@ -37,8 +40,12 @@ def sample(h=56, w=56, seed=0, out_num=8):
 
 def test_training_returns_finite_losses_and_backpropagates():
     model = tiny_model().train()
-    losses = model([sample(seed=0), sample(seed=1)])
+    losses, diag = split_diagnostics(model([sample(seed=0), sample(seed=1)]))
     assert {"loss_sem", "loss_inst", "loss_inst_dice", "loss_inst_tv", "loss_sem_tv"} <= set(losses)
+    assert all(k.startswith("loss_") for k in losses)
+    # the PE code diagnostics: detached scalars next to the losses, never to be summed into them
+    assert {"diag/inst/norm", "diag/inst/cos_u0", "diag/inst/cos_v3"} <= set(diag)
+    assert all(v.dim() == 0 and not v.requires_grad and torch.isfinite(v) for v in diag.values())
     total = sum(losses.values())
     assert torch.isfinite(total)
     total.backward()
@@ -47,15 +54,43 @@ def test_training_returns_finite_losses_and_backpropagates():
     assert any(g.abs().sum() > 0 for g in grads)
 
 
-def test_instances_only_stage_and_task_sampling():
+def test_instances_only_stage_and_declared_tasks():
     model = tiny_model(tasks=("inst",)).train()
     assert not any(k.startswith("loss_sem") for k in model([sample()]))
-    model = tiny_model(task_probs={"inst": 2 / 3, "sem": 1 / 3}).train()
-    torch.manual_seed(0)
-    seen = [model.sample_tasks() for _ in range(300)]
-    assert all(len(t) == 1 for t in seen)
-    frac_inst = sum("inst" in t for t in seen) / len(seen)
-    assert 0.58 < frac_inst < 0.75  # two-thirds, paper_v1
+    model = tiny_model().train()
+    sem_only = model([dict(sample(), tasks=("sem",)), dict(sample(seed=1), tasks=("sem",))])
+    assert {"loss_sem", "loss_sem_tv"} == set(sem_only)  # no instance loss, no instance diagnostics
+    inst_only = model([dict(sample(), tasks=("inst",))])
+    assert "loss_inst" in inst_only and not any(k.startswith("loss_sem") for k in inst_only)
+    assert set(model([dict(sample(), tasks=())])) == {"loss_zero"}  # the step's task has no labels here
+    with pytest.raises(ValueError, match="does not train"):
+        model([dict(sample(), tasks=("depth",))])
+    with pytest.raises(ValueError, match="declare 'tasks'"):
+        model([dict(sample(), tasks=("sem",)), sample(seed=1)])
+
+
+def test_modeling_does_not_talk_to_the_trainer():
+    root = pathlib.Path(__file__).resolve().parents[1] / "pe_panoptic" / "modeling"
+    bad = re.compile(r"^\s*(from|import)\s+(detectron2\.utils\.events|pe_panoptic\.engine)\b"
+                     r"|get_event_storage|set_train_step", re.M)
+    offenders = [f"{p.relative_to(root.parent)}: {m.group(0).strip()}"
+                 for p in sorted(root.rglob("*.py")) for m in bad.finditer(p.read_text())]
+    assert not offenders, offenders
+
+
+def test_forward_is_a_pure_function_of_the_batch():
+    from detectron2.utils.events import _CURRENT_STORAGE_STACK
+
+    assert not _CURRENT_STORAGE_STACK  # no EventStorage, no trainer
+    model = tiny_model().train()
+    batch = [sample(seed=0), sample(seed=1)]
+    params = {k: v.clone() for k, v in model.named_parameters()}
+    first = model(batch)
+    second = model(batch)
+    assert first.keys() == second.keys() and any(k.startswith(DIAG_PREFIX) for k in first)
+    for k in first:
+        assert torch.equal(first[k], second[k]), k
+    assert all(torch.equal(v, dict(model.named_parameters())[k]) for k, v in params.items())
 
 
 def test_inference_outputs_at_original_size_with_padding():
@@ -82,8 +117,8 @@ def test_config_errors_are_clear():
         tiny_model(tasks=("sem", "depth"))
     with pytest.raises(ValueError, match="dataset_name"):
         tiny_model(num_classes=None)
-    with pytest.raises(ValueError, match="task_probs"):
-        tiny_model(task_probs={"depth": 1.0})
+    with pytest.raises(ValueError, match="moved to the train loader: set dataloader.train.task_probs"):
+        tiny_model(task_probs={"inst": 1.0})
     model = tiny_model().train()
     with pytest.raises(ValueError, match="targets"):
         model([{"image": torch.zeros(3, 56, 56, dtype=torch.uint8)}])

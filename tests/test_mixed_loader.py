@@ -102,6 +102,26 @@ def test_one_dataset_per_effective_batch():
         _loader(effective_batch_size=5)
 
 
+def test_task_probs_tag_the_step_task_intersected_with_the_dataset_tasks():
+    from pe_panoptic.data.task_draw import draw_step_task
+
+    probs = {"inst": 0.5, "sem": 0.25, "depth": 0.25}
+    loader = _loader(effective_batch_size=4, task_probs=probs)  # 2 micro-batches of 2 per optimizer step
+    assert loader.batches_per_step == 2 and loader.task_probs == probs
+    batches = _take(loader, 40)
+    untagged = _take(_loader(effective_batch_size=4), 40)
+    for g, (b, plain) in enumerate(zip(batches, untagged)):
+        drawn = draw_step_task(probs, 123, g // 2)  # the loader's seed, the micro-batch's step
+        own = ("sem", "inst") if b[0]["dataset"] == "A" else ("depth",)
+        assert all(x["tasks"] == tuple(t for t in own if t == drawn) for x in b), (g, drawn, b)
+        assert [x["id"] for x in b] == [x["id"] for x in plain]  # the draw does not change the data
+    assert {x["tasks"] for b in batches for x in b} >= {("inst",), ("sem",), ()}
+    no_tasks = _take(_loader(tasks=None, task_probs={"sem": 1.0}), 3)
+    assert all(x["tasks"] == ("sem",) for b in no_tasks for x in b)
+    with pytest.raises(ValueError, match="dataloader.train.task_probs"):
+        _loader(task_probs={"sem": -1.0})
+
+
 def test_errors():
     with pytest.raises(ValueError, match="2 datasets and 1 mappers"):
         _loader(mappers=[_mapper])

@@ -68,14 +68,17 @@ def test_check_row_names_the_file_and_the_setting(d2_datasets):
     cfg = load_row_config(row, ROOT)
     set_decoder_upsampling(cfg.model, cfg.dataloader, 3)  # the ICML decoder: wrong for this row
     cfg.model.backbone.out_indices = (2, 5, 8, 11)
-    cfg.model.task_probs = None
+    cfg.dataloader.train.task_probs = None
     msgs = check_row(row, cfg)
     assert "configs/coco/vitl_518.py: model.decoder.num_upsample is 3, paper_v1 Table 1, Ours ViT-Large 518x518 " \
            "needs 4" in msgs
     assert any(m.startswith("configs/coco/vitl_518.py: dataloader.train.mapper.output_stride is 1.75") for m in msgs)
     assert any("model.backbone.out_indices is [2, 5, 8, 11]" in m for m in msgs)
-    assert any("model.task_probs is None" in m for m in msgs)
+    assert any("dataloader.train.task_probs is None" in m for m in msgs)
     assert len(msgs) == 4
+    cfg.model.task_probs = {"inst": 2 / 3, "sem": 1 / 3}  # the key's place before it moved to the loader
+    assert "configs/coco/vitl_518.py: sets model.task_probs, which has moved to dataloader.train.task_probs" \
+        in check_row(row, cfg)
     with pytest.raises(FileNotFoundError, match="configs/none.py: config of paper_v1"):
         load_row_config(type(row)(**{**row.__dict__, "config": "configs/none.py"}), ROOT)
 

@@ -21,7 +21,7 @@ TINY = [
     "model.backbone.drop_path_rate=0.1",  # stochastic depth: resume must reproduce its random draws
     "dataloader.train._target_=pe_panoptic.data.resumable.build_resumable_train_loader",
     "dataloader.train.total_batch_size=2", "dataloader.train.num_workers=1", "dataloader.test.num_workers=0",
-    "train.seed=3", "train.log_period=1", "model.task_probs=null",  # summed losses: every loss logged each step
+    "train.seed=3", "train.log_period=1", "dataloader.train.task_probs=null",  # summed losses: every loss logged each step
 ]
 
 

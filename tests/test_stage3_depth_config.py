@@ -50,7 +50,7 @@ def test_row_defining_values():
     assert cfg.train.max_iter == math.ceil(50 * (118287 + 47000) / 16) == 516522
     assert cfg.train.recipe.epochs == 50 and cfg.lr_multiplier.warmup_length == pytest.approx(1 / 50)
     m = cfg.model
-    assert tuple(m.tasks) == ("sem", "inst", "depth") and m.task_probs is None
+    assert tuple(m.tasks) == ("sem", "inst", "depth") and "task_probs" not in m and t.get("task_probs") is None
     assert m.depth is True and m.max_depth == 10.0 and m.loss.depth_loss == "silog"
     assert m.backbone.model_name == "vit_large_patch14_dinov2" and tuple(m.backbone.out_indices) == (4, 11, 17, 23)
     assert m.backbone.grad_checkpointing is True and tuple(m.postprocess.grid) == (80, 80)
@@ -134,9 +134,10 @@ def test_tiny_version_trains_both_kinds_of_batch(tmp_path, caplog):
         after = model.heads.state_dict()
         changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
         assert {"sem", "inst", "depth"} <= changed
-        # a sampled task the batch has no labels for trains nothing, with a warning
-        model.task_probs = {"sem": 1.0}
+        # a step task the batch has no labels for trains nothing, with a warning
+        cfg.dataloader.train.task_probs = {"sem": 1.0}
         nyu_batch = next(b for b in iter(instantiate(cfg.dataloader.train)) if b[0]["dataset"] == nyu)
+        assert all(x["tasks"] == () for x in nyu_batch)
         with caplog.at_level(logging.WARNING, logger="pe_panoptic.modeling.meta_arch"):
             assert set(model(nyu_batch)) == {"loss_zero"}
         assert any("this batch trains nothing" in r.getMessage() for r in caplog.records)

@@ -2,12 +2,15 @@
 the tasks, with the instance segmentation being twice more likely"): every process of a
 data-parallel run and every gradient-accumulation micro-batch of a step train the same task.
 
-The distributed test runs :class:`pe_panoptic.engine.trainer.PETrainer` on a tiny ``PixelCentroidHead`` in
-2 CPU processes (gloo, one image each per step) and in 1 process with 2 accumulation steps of one
-image each, on the same images in the same order. The task draws must be identical across ranks
-and micro-batches, and the 1-process run must compute the same losses and weights: with per-rank
-draws the two ranks would train different heads in one step and DDP's gradient average would
-not be the accumulated gradient.
+The task is drawn on the data side: :class:`pe_panoptic.data.resumable.ResumableTrainLoader` with
+``task_probs`` tags every dict of a step with its task (:mod:`pe_panoptic.data.task_draw`) and the
+model trains what its batch declares. The distributed test runs
+:class:`pe_panoptic.engine.trainer.PETrainer` on a tiny ``PixelCentroidHead`` in 2 CPU processes
+(gloo, one image each per step) and in 1 process with 2 accumulation steps of one image each, on
+the same images in the same order. The task tags must be identical across ranks and micro-batches,
+and the 1-process run must compute the same losses and weights: with per-rank draws the two ranks
+would train different heads in one step and DDP's gradient average would not be the accumulated
+gradient.
 """
 import os
 
@@ -15,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from pe_panoptic.modeling.meta_arch import draw_step_task
+from pe_panoptic.data.task_draw import StepTaskDraw, check_task_probs, draw_step_task
 
 TASK_PROBS = {"inst": 2 / 3, "sem": 1 / 3}
 SEED = 4
@@ -24,7 +27,7 @@ WORLD = 2
 TINY = dict(embed_dim=48, depth=2, num_heads=2)
 
 
-def tiny_model(task_probs=TASK_PROBS):
+def tiny_model():
     from pe_panoptic.modeling.backbone import DINOv2Backbone
     from pe_panoptic.modeling.decoder import TransposedConvDecoder
     from pe_panoptic.modeling.meta_arch import PixelCentroidHead
@@ -34,7 +37,7 @@ def tiny_model(task_probs=TASK_PROBS):
                               drop_path_rate=0.0)
     decoder = TransposedConvDecoder(in_channels=2 * 48, width=32, num_upsample=3, norm="GN")
     return PixelCentroidHead(backbone=backbone, decoder=decoder, decoder_width=32, num_classes=3, thing_ids=[0, 1],
-                             task_probs=task_probs, postprocess=dict(grid=(16, 16)))
+                             postprocess=dict(grid=(16, 16)))
 
 
 def sample(k, h=56, w=56):
@@ -54,29 +57,29 @@ def sample(k, h=56, w=56):
     return {"image": img, "height": h, "width": w, "targets": tg, "file_name": f"img{k}"}
 
 
+def _copy(x):
+    return dict(x)
+
+
 def train(rank, world, accumulate, out_file):
-    """Train STEPS optimizer steps; image ``s * world * accumulate + j`` is the j-th image of step
-    ``s`` (j = rank on 2 processes, j = micro-batch with accumulation). Saves the task of every
-    micro-batch, the logged losses of every step and the final weights."""
+    """Train STEPS optimizer steps from an unshuffled resumable loader with ``task_probs``: image
+    ``s * world * accumulate + j`` is the j-th image of step ``s`` (j = rank on 2 processes, j =
+    micro-batch with accumulation). Saves the tasks each micro-batch declared, the logged losses
+    of every step and the final weights."""
     from detectron2.engine import HookBase
     from detectron2.utils import comm
 
+    from pe_panoptic.data.resumable import ResumableTrainLoader
     from pe_panoptic.engine.trainer import PETrainer
 
     torch.set_num_threads(1)
     model = tiny_model().train()
     per_step = world * accumulate
     images = [sample(k) for k in range(STEPS * per_step)]
-    mine = [[images[s * per_step + rank * accumulate + a]] for s in range(STEPS) for a in range(accumulate)]
+    loader = ResumableTrainLoader(images, _copy, total_batch_size=world, seed=SEED, shuffle=False,
+                                  task_probs=TASK_PROBS, effective_batch_size=per_step)
     draws = []
-    sample_tasks = model.sample_tasks
-
-    def recording_sample_tasks():
-        tasks = sample_tasks()
-        draws.append(sorted(tasks))
-        return tasks
-
-    model.sample_tasks = recording_sample_tasks
+    model.register_forward_pre_hook(lambda mod, inp: draws.append(sorted({t for x in inp[0] for t in x["tasks"]})))
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=None, broadcast_buffers=False)
@@ -90,7 +93,7 @@ def train(rank, world, accumulate, out_file):
                 losses.append({k: float(v) for k, (v, it) in latest.items()
                                if it == self.trainer.iter and (k.startswith("loss_") or k == "total_loss")})
 
-    trainer = PETrainer(net, iter(mine), optim, accumulate_steps=accumulate, seed=SEED)
+    trainer = PETrainer(net, loader, optim, accumulate_steps=accumulate)
     trainer.register_hooks([Record()])
     trainer.train(0, STEPS)
     torch.save({"draws": draws, "losses": losses, "weights": model.state_dict()}, out_file)
@@ -123,12 +126,67 @@ def test_draw_step_task_depends_on_seed_and_step_only():
     assert {draw_step_task({"inst": 1.0, "sem": 0.0}, s, i) for s in range(3) for i in range(50)} == {"inst"}
 
 
-def test_set_train_step_fixes_the_task_of_every_batch_of_the_step():
-    model = tiny_model()
-    for it in range(20):
-        model.set_train_step(it, SEED)
-        assert all(model.sample_tasks() == {draw_step_task(TASK_PROBS, SEED, it)} for _ in range(5))
-    assert tiny_model(task_probs=None).sample_tasks() == {"sem", "inst"}
+def test_step_task_draw_fixes_the_task_of_every_micro_batch_of_the_step():
+    draw = StepTaskDraw(TASK_PROBS, SEED, batches_per_step=3)
+    for g in range(60):
+        assert draw.tasks(g) == (draw_step_task(TASK_PROBS, SEED, g // 3),)
+    with pytest.raises(ValueError, match="batches_per_step"):
+        StepTaskDraw(TASK_PROBS, SEED, 0)
+    assert check_task_probs(None) is None
+    for bad in ({}, {"sem": -1.0}, {"sem": 0.0}, {"sem": float("nan")}, [0.5, 0.5]):
+        with pytest.raises(ValueError, match="task_probs"):
+            check_task_probs(bad)
+
+
+def test_loader_tags_the_step_task_and_the_model_trains_it():
+    from pe_panoptic.data.resumable import ResumableTrainLoader
+
+    images = [sample(k) for k in range(8)]
+    loader = ResumableTrainLoader(images, _copy, total_batch_size=1, seed=SEED, shuffle=False,
+                                  task_probs=TASK_PROBS, effective_batch_size=2)
+    assert loader.batches_per_step == 2
+    it = iter(loader)
+    batches = [next(it) for _ in range(8)]
+    assert [b[0]["tasks"] for b in batches] == [(draw_step_task(TASK_PROBS, SEED, g // 2),) for g in range(8)]
+    resumed = ResumableTrainLoader(images, _copy, total_batch_size=1, seed=SEED, shuffle=False,
+                                   task_probs=TASK_PROBS, effective_batch_size=2)
+    resumed.set_start(4)  # a resumed run tags what the uninterrupted run tagged
+    assert [next(iter(resumed))[0]["tasks"]] == [batches[4][0]["tasks"]]
+    model = tiny_model().train()
+    for b in batches[:4]:
+        (task,) = b[0]["tasks"]
+        other = "sem" if task == "inst" else "inst"
+        losses = {k for k in model(b) if k.startswith("loss_")}
+        assert any(k.startswith(f"loss_{task}") for k in losses) and not any(k.startswith(f"loss_{other}") for k in losses)
+    untagged = [{k: v for k, v in b[0].items() if k != "tasks"}]
+    assert {"loss_sem", "loss_inst"} <= set(model(untagged))  # no declared task: every task of the model
+    with pytest.raises(ValueError, match="effective_batch_size"):
+        ResumableTrainLoader(images, _copy, total_batch_size=2, task_probs=TASK_PROBS, effective_batch_size=3)
+
+
+def test_trainer_refuses_a_loader_whose_steps_differ_from_its_accumulation():
+    from pe_panoptic.data.resumable import ResumableTrainLoader
+    from pe_panoptic.engine.trainer import PETrainer
+
+    model = tiny_model().train()
+    loader = ResumableTrainLoader([sample(0)], _copy, total_batch_size=1, seed=SEED, task_probs=TASK_PROBS)
+    with pytest.raises(ValueError, match="effective_batch_size"):
+        PETrainer(model, loader, torch.optim.SGD(model.parameters(), lr=0.1), accumulate_steps=2)
+
+
+def test_model_task_probs_is_an_error_saying_where_it_moved():
+    with pytest.raises(ValueError, match="dataloader.train.task_probs"):
+        _model_with(task_probs=TASK_PROBS)
+    with pytest.raises(ValueError, match="moved"):
+        _model_with(task_probs=None)
+
+
+def _model_with(**kwargs):
+    from pe_panoptic.modeling.meta_arch import PixelCentroidHead
+
+    m = tiny_model()
+    return PixelCentroidHead(backbone=m.backbone, decoder=m.decoder, decoder_width=32, num_classes=3,
+                             thing_ids=[0, 1], **kwargs)
 
 
 def test_ranks_and_micro_batches_train_the_same_task(runs):

@@ -82,10 +82,10 @@ def test_valid_overrides_still_apply():
         "model.backbone.grad_checkpointing=True",  # a LazyCall parameter the config does not set
         "train.accumulate_steps=auto", "train.compile=True",  # train_net options of several types
         "dataloader.train.mapper.input_size=[168,168]",  # the mapper's hint: int or (h, w)
-        "model.task_probs=null", "train.init_checkpoint=", "+train.my_note=hello"])
+        "model.backbone.weights=null", "train.init_checkpoint=", "+train.my_note=hello"])
     assert cfg.train.max_iter == 5 and cfg.optimizer.lr == 1 and cfg.model.backbone.grad_checkpointing is True
     assert cfg.train.accumulate_steps == "auto" and cfg.train.my_note == "hello"
-    assert list(cfg.dataloader.train.mapper.input_size) == [168, 168] and cfg.model.task_probs is None
+    assert list(cfg.dataloader.train.mapper.input_size) == [168, 168] and cfg.model.backbone.weights is None
     with pytest.raises(ConfigOverrideError) as e:  # every problem at once
         apply_overrides(load_config(CONFIG), ["trian.max_iter=3", "train.seed=x"], source="pe_tiny")
     assert "invalid overrides of pe_tiny" in str(e.value) and "did you mean 'train.max_iter'" in str(e.value)

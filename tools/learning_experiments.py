@@ -25,7 +25,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_SPEC = os.path.join(ROOT, "configs/synthetic/learning_experiments.py")
 COLUMNS = ("PQ", "PQ_th", "PQ_st", "mIoU")
-DIAG = ("inst_diag/norm", "inst_diag/cos_u0", "inst_diag/cos_u3", "loss_inst", "loss_inst_dice")
+DIAG = ("diag/inst/norm", "diag/inst/cos_u0", "diag/inst/cos_u3", "loss_inst", "loss_inst_dice")
 
 
 def load_spec(path: str) -> dict:

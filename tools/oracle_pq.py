@@ -50,7 +50,7 @@ import pe_panoptic  # noqa: E402,F401  (registers the project's datasets)
 from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 from detectron2.evaluation import COCOPanopticEvaluator  # noqa: E402
 from pe_panoptic.data.mapper import PanopticCentroidDatasetMapper, PanopticTargets, build_test_augmentations  # noqa: E402
-from pe_panoptic.encoding import BinEncoding, CentroidEncoding, build_encoding  # noqa: E402
+from pe_panoptic.encoding import CentroidEncoding, build_encoding  # noqa: E402
 from pe_panoptic.postprocess import PostProcessConfig, panoptic_from_outputs, resize_panoptic  # noqa: E402
 
 logger = logging.getLogger("pe_panoptic.oracle_pq")
@@ -80,7 +80,7 @@ def oracle_outputs(
     logits = F.one_hot(sem.masked_fill(ignore, 0), num_classes).permute(2, 0, 1).float() * ORACLE_LOGIT
     logits[:, ignore] = 0.0
     inst = encoding.targets(targets["inst_uv"][None].float(), targets["inst_valid"][None])[0]
-    if isinstance(encoding, BinEncoding):
+    if encoding.code_is_logits:
         inst = inst * ORACLE_LOGIT
     return logits, inst
 

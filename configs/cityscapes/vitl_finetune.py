@@ -21,7 +21,6 @@ use_resumable_loader(dataloader)
 
 model.dataset_name = "cityscapes_fine_panoptic_train"
 model.tasks = ("sem", "inst")
-model.task_probs = None
 model.postprocess = dict(decoder="nn", grid=MODEL_GRID)  # the paper's decoding (the project default is "vote", README)
 set_decoder_upsampling(model, dataloader, 3)  # and the mapper's output_stride = 14 / 8
 model.backbone.grad_checkpointing = True

@@ -27,6 +27,7 @@ from pe_panoptic.engine.recipes import (
     apply_recipe,
     make_recipe,
     set_decoder_upsampling,
+    set_task_probs,
     set_input_size,
     use_resumable_loader,
 )
@@ -43,7 +44,7 @@ use_resumable_loader(dataloader)
 model.backbone.model_name = "vit_base_patch14_dinov2"
 model.backbone.out_indices = (2, 5, 8, 11)
 set_decoder_upsampling(model, dataloader, 3)  # and the mapper's output_stride = 14 / 8
-model.task_probs = {"inst": 2 / 3, "sem": 1 / 3}
+set_task_probs(dataloader, {"inst": 2 / 3, "sem": 1 / 3})  # paper_v1: one task per optimizer step
 model.postprocess = dict(decoder="nn", grid=(80, 80))  # the paper's decoding (the project default is "vote", README)
 
 optimizer.lr = 5e-4

@@ -42,7 +42,6 @@ model.backbone.grad_checkpointing = False
 model.decoder.width = 256
 set_decoder_upsampling(model, dataloader, 3)  # and the mapper's output_stride = 14 / 8
 model.tasks = ("inst",)
-model.task_probs = None
 model.postprocess = dict(decoder="nn", grid=(80, 80))  # the paper's decoding (the project default is "vote", README)
 
 optimizer.lr = 5e-4

@@ -1,6 +1,6 @@
 # ICML stage 2 (Sec. 5.1): all panoptic tasks (semantic + instances), 336 x 336, 200 epochs at
 # effective batch 512 (= 46206 iterations), starting from the stage-1 model. Multi-task training:
-# both tasks on every batch with summed losses (model.task_probs=None; the ICML text says
+# both tasks on every batch with summed losses (no dataloader.train.task_probs; the ICML text says
 # "multi-tasking setup" without per-batch task sampling, which was paper_v1's scheme).
 # Batch: 8 GPUs x 64 images, no accumulation; see vitl_stage1.py for other hardware.
 from .vitl_stage1 import dataloader, lr_multiplier, model, optimizer, train
@@ -16,7 +16,6 @@ apply_recipe(recipe, train=train, dataloader=dataloader, lr_multiplier=lr_multip
 set_input_size(dataloader, INPUT_SIZE)
 
 model.tasks = ("sem", "inst")
-model.task_probs = None
 
 train.init_checkpoint = "output/coco/vitl_stage1/model_final.pth"
 train.output_dir = "output/coco/vitl_stage2"

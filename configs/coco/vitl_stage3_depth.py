@@ -74,7 +74,6 @@ apply_recipe(recipe, train=train, dataloader=dataloader, lr_multiplier=lr_multip
 model.depth = True
 model.max_depth = DEFAULT_MAX_DEPTH
 model.tasks = ("sem", "inst", "depth")
-model.task_probs = None
 model.loss = dict(tv_weight=0.1, dice_weight=1.0, depth_weight=1.0, depth_loss="silog")
 
 train.reference = dict(table="ICML Table 1", row="Ours w/ depth, ViT-L", pq=54.5)

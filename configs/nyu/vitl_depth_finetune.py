@@ -23,7 +23,6 @@ use_resumable_loader(dataloader)
 model.depth = True
 model.max_depth = 10.0
 model.tasks = ("depth",)
-model.task_probs = None
 model.loss = dict(tv_weight=0.1, dice_weight=1.0, depth_weight=1.0, depth_loss="silog")
 
 train.init_checkpoint = "output/coco/vitl_stage2_depth/model_final.pth"

@@ -20,7 +20,10 @@ once per worker after a resume).
 Every mapped dict is tagged with ``dataset`` (the dataset's name) and, when ``tasks`` are given,
 ``tasks`` (the tasks its labels supervise): :class:`pe_panoptic.modeling.meta_arch.PixelCentroidHead`
 then trains only those tasks on the batch (a COCO batch: semantic + instance; a NYUv2 batch:
-depth), where a single-dataset batch has no targets for the other tasks.
+depth), where a single-dataset batch has no targets for the other tasks. With ``task_probs``
+(one task per optimizer step, :mod:`pe_panoptic.data.task_draw`, drawn from ``(seed, step)``)
+``tasks`` is the drawn task, intersected with the dataset's tasks when those are given (empty
+when the dataset has no labels for the drawn task: the batch then trains nothing).
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ from detectron2.data.common import DatasetFromList
 from detectron2.utils import comm
 
 from pe_panoptic.data.resumable import LazyStartLoader, SampleStream, _identity, _mix, _RankBatches
+from pe_panoptic.data.task_draw import StepTaskDraw, check_task_probs
 
 __all__ = ["DatasetSchedule", "MixedTrainLoader", "build_mixed_train_loader", "dataset_dicts_per_name"]
 
@@ -113,8 +117,9 @@ class DatasetSchedule:
 
 class _MixedRankBatches(torchdata.IterableDataset):
     def __init__(self, loaders: Sequence[_RankBatches], schedule: DatasetSchedule, names: Sequence[str],
-                 tasks: Optional[Sequence[tuple]], start_batch: int):
+                 tasks: Optional[Sequence[tuple]], start_batch: int, task_draw: Optional[StepTaskDraw] = None):
         self.loaders = list(loaders)
+        self.task_draw = task_draw
         self.schedule = schedule
         self.names = list(names)
         self.tasks = tasks
@@ -123,12 +128,16 @@ class _MixedRankBatches(torchdata.IterableDataset):
     def batch(self, g: int) -> List[dict]:
         d, k = self.schedule.locate(g)
         loader = self.loaders[d]
+        tasks = None if self.tasks is None else tuple(self.tasks[d])
+        if self.task_draw is not None:  # the task of this micro-batch's optimizer step
+            drawn = self.task_draw.tasks(g)
+            tasks = drawn if tasks is None else tuple(t for t in tasks if t in drawn)
         out = []
         for p in loader.positions(k):
             x = loader.load(p)
             x["dataset"] = self.names[d]
-            if self.tasks is not None:
-                x["tasks"] = tuple(self.tasks[d])
+            if tasks is not None:
+                x["tasks"] = tasks
             out.append(x)
         return out
 
@@ -146,7 +155,8 @@ class MixedTrainLoader(LazyStartLoader):
     def __init__(self, datasets: Sequence, mappers: Sequence[Callable], *, total_batch_size: int,
                  names: Optional[Sequence[str]] = None, weights: Optional[Sequence[float]] = None,
                  tasks: Optional[Sequence[Sequence[str]]] = None, effective_batch_size: Optional[int] = None,
-                 num_workers: int = 0, seed: Optional[int] = None, shuffle: bool = True, max_retries: int = 10):
+                 num_workers: int = 0, seed: Optional[int] = None, shuffle: bool = True, max_retries: int = 10,
+                 task_probs: Optional[Dict[str, float]] = None):
         n = len(datasets)
         if n < 1 or len(mappers) != n:
             raise ValueError(f"MixedTrainLoader: {n} datasets and {len(mappers)} mappers; give one mapper per dataset")
@@ -188,6 +198,9 @@ class MixedTrainLoader(LazyStartLoader):
         self.rank, self.world_size = rank, world
         self.num_workers, self.shuffle, self.max_retries = int(num_workers), bool(shuffle), int(max_retries)
         self.schedule = DatasetSchedule(weights, self.seed, per_step)
+        self.batches_per_step = per_step
+        self.task_probs = check_task_probs(task_probs, "dataloader.train.task_probs")
+        self.task_draw = None if self.task_probs is None else StepTaskDraw(self.task_probs, self.seed, per_step)
         self.streams = [SampleStream(s, _mix(self.seed, _STREAM_SALT, i), self.shuffle) for i, s in enumerate(sizes)]
         self.start_batch = 0
         self._started = False
@@ -205,7 +218,7 @@ class MixedTrainLoader(LazyStartLoader):
                          world_size=self.world_size, start_batch=0, max_retries=self.max_retries)
             for ds, mapper, stream in zip(self.datasets, self.mappers, self.streams)
         ]
-        return _MixedRankBatches(loaders, self.schedule, self.names, self.tasks, self.start_batch)
+        return _MixedRankBatches(loaders, self.schedule, self.names, self.tasks, self.start_batch, self.task_draw)
 
     def _torch_loader(self) -> torchdata.DataLoader:
         self._started = True
@@ -227,7 +240,8 @@ def build_mixed_train_loader(datasets: Sequence, mappers: Sequence[Callable], *,
                              names: Optional[Sequence[str]] = None, weights: Optional[Sequence[float]] = None,
                              tasks: Optional[Sequence[Sequence[str]]] = None,
                              effective_batch_size: Optional[int] = None, num_workers: int = 0,
-                             seed: Optional[int] = None, shuffle: bool = True) -> MixedTrainLoader:
+                             seed: Optional[int] = None, shuffle: bool = True,
+                             task_probs: Optional[Dict[str, float]] = None) -> MixedTrainLoader:
     """LazyConfig entry point of :class:`MixedTrainLoader` (one dataset per effective batch)."""
     for i, d in enumerate(datasets):
         if isinstance(d, (DictConfig, ListConfig)):
@@ -237,4 +251,4 @@ def build_mixed_train_loader(datasets: Sequence, mappers: Sequence[Callable], *,
             raise ValueError(f"build_mixed_train_loader: dataset {i} must be map-style (a list of dicts)")
     return MixedTrainLoader(datasets, mappers, total_batch_size=total_batch_size, names=names, weights=weights,
                             tasks=tasks, effective_batch_size=effective_batch_size, num_workers=num_workers,
-                            seed=seed, shuffle=shuffle)
+                            seed=seed, shuffle=shuffle, task_probs=task_probs)

@@ -27,6 +27,11 @@ Use it as a drop-in replacement of ``build_detection_train_loader`` in a LazyCon
 
     dataloader.train._target_ = "pe_panoptic.data.resumable.build_resumable_train_loader"
     dataloader.train.seed = "${train.seed}"   # optional; None: a seed shared by all processes
+
+One task per optimizer step (paper_v1): ``task_probs={task: probability}`` tags every mapped dict
+of a step with ``tasks = (drawn task,)`` (:mod:`pe_panoptic.data.task_draw`); give
+``effective_batch_size`` (images per optimizer step over all processes and accumulation
+micro-batches) so that the micro-batches of one step share its task.
 """
 from __future__ import annotations
 
@@ -35,7 +40,7 @@ import copy
 import itertools
 import logging
 import random
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 import torch
@@ -43,6 +48,8 @@ import torch.utils.data as torchdata
 
 from detectron2.data.common import DatasetFromList
 from detectron2.utils import comm
+
+from pe_panoptic.data.task_draw import StepTaskDraw, check_task_probs
 
 __all__ = ["SampleStream", "ResumableTrainLoader", "build_resumable_train_loader", "seeded_rng"]
 
@@ -109,7 +116,8 @@ class _RankBatches(torchdata.IterableDataset):
     """This process's share of every micro-batch from ``start_batch`` on, split over workers."""
 
     def __init__(self, dataset, mapper: Callable, stream: SampleStream, *, total_batch_size: int,
-                 rank: int, world_size: int, start_batch: int, max_retries: int):
+                 rank: int, world_size: int, start_batch: int, max_retries: int,
+                 task_draw: Optional[StepTaskDraw] = None):
         self.dataset = dataset
         self.mapper = mapper
         self.stream = stream
@@ -118,6 +126,7 @@ class _RankBatches(torchdata.IterableDataset):
         self.rank = int(rank)
         self.start_batch = int(start_batch)
         self.max_retries = int(max_retries)
+        self.task_draw = task_draw
 
     def positions(self, batch: int) -> range:
         first = batch * self.total + self.rank * self.per_rank
@@ -143,11 +152,28 @@ class _RankBatches(torchdata.IterableDataset):
         info = torchdata.get_worker_info()
         worker, num_workers = (0, 1) if info is None else (info.id, info.num_workers)
         for batch in itertools.count(self.start_batch + worker, num_workers):
-            yield [self.load(p) for p in self.positions(batch)]
+            out = [self.load(p) for p in self.positions(batch)]
+            if self.task_draw is not None:  # the task of this micro-batch's optimizer step
+                tasks = self.task_draw.tasks(batch)
+                for x in out:
+                    x["tasks"] = tasks
+            yield out
 
 
 def _identity(x):
     return x
+
+
+def batches_per_step(effective_batch_size: Optional[int], total_batch_size: int) -> int:
+    """Micro-batches of ``total_batch_size`` images per optimizer step of ``effective_batch_size``
+    images (``None``: 1), or a ``ValueError`` when it is not a multiple."""
+    if effective_batch_size is None:
+        return 1
+    eff, total = int(effective_batch_size), int(total_batch_size)
+    if eff < total or eff % total:
+        raise ValueError(f"effective_batch_size={effective_batch_size} must be a multiple of "
+                         f"total_batch_size={total} (one task / dataset is drawn per optimizer step)")
+    return eff // total
 
 
 class LazyStartLoader:
@@ -182,7 +208,8 @@ class ResumableTrainLoader(LazyStartLoader):
     """
 
     def __init__(self, dataset, mapper: Callable, *, total_batch_size: int, num_workers: int = 0,
-                 seed: Optional[int] = None, shuffle: bool = True, max_retries: int = 10):
+                 seed: Optional[int] = None, shuffle: bool = True, max_retries: int = 10,
+                 task_probs: Optional[Dict[str, float]] = None, effective_batch_size: Optional[int] = None):
         world, rank = comm.get_world_size(), comm.get_rank()
         if int(total_batch_size) < 1 or int(total_batch_size) % world:
             raise ValueError(f"total_batch_size={total_batch_size} must be a positive multiple of the "
@@ -201,6 +228,10 @@ class ResumableTrainLoader(LazyStartLoader):
         self.rank, self.world_size = rank, world
         self.stream = SampleStream(len(dataset), int(seed), shuffle)
         self.max_retries = int(max_retries)
+        self.batches_per_step = batches_per_step(effective_batch_size, self.total_batch_size)
+        self.task_probs = check_task_probs(task_probs, "dataloader.train.task_probs")
+        self.task_draw = (None if self.task_probs is None
+                          else StepTaskDraw(self.task_probs, self.stream.seed, self.batches_per_step))
         self.start_batch = 0
         self._started = False
 
@@ -213,6 +244,7 @@ class ResumableTrainLoader(LazyStartLoader):
         batches = _RankBatches(
             self.dataset, self.mapper, copy.copy(self.stream), total_batch_size=self.total_batch_size,
             rank=self.rank, world_size=self.world_size, start_batch=self.start_batch, max_retries=self.max_retries,
+            task_draw=self.task_draw,
         )
         return torchdata.DataLoader(batches, batch_size=None, num_workers=self.num_workers, collate_fn=_identity,
                                     persistent_workers=False)
@@ -237,10 +269,13 @@ class _LazyIterator:
 
 def build_resumable_train_loader(dataset, *, mapper: Callable, total_batch_size: int, num_workers: int = 0,
                                  seed: Optional[int] = None, shuffle: bool = True, sampler=None,
-                                 aspect_ratio_grouping: bool = False, collate_fn=None) -> ResumableTrainLoader:
+                                 aspect_ratio_grouping: bool = False, collate_fn=None,
+                                 task_probs: Optional[Dict[str, float]] = None,
+                                 effective_batch_size: Optional[int] = None) -> ResumableTrainLoader:
     """Drop-in replacement of detectron2's ``build_detection_train_loader`` (same arguments) that
     returns a :class:`ResumableTrainLoader`. ``sampler``, ``aspect_ratio_grouping`` and
-    ``collate_fn`` are not supported (the stream defines the order; batches are lists)."""
+    ``collate_fn`` are not supported (the stream defines the order; batches are lists).
+    ``task_probs`` / ``effective_batch_size``: one task per optimizer step (module docstring)."""
     if sampler is not None:
         raise ValueError("build_resumable_train_loader: a custom sampler is not supported (the stream is the sampler)")
     if aspect_ratio_grouping:
@@ -250,4 +285,5 @@ def build_resumable_train_loader(dataset, *, mapper: Callable, total_batch_size:
     if isinstance(dataset, torchdata.IterableDataset):
         raise ValueError("build_resumable_train_loader: needs a map-style dataset (a list of dicts)")
     return ResumableTrainLoader(dataset, mapper, total_batch_size=total_batch_size, num_workers=num_workers,
-                                seed=seed, shuffle=shuffle)
+                                seed=seed, shuffle=shuffle, task_probs=task_probs,
+                                effective_batch_size=effective_batch_size)

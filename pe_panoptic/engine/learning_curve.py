@@ -1,6 +1,7 @@
 """Learning curves: what the instance head learns over training, as JSON and a PNG plot.
 
-* :func:`instance_code_diagnostics` (pure, on tensors): on thing pixels, the mean norm of the
+* :func:`~pe_panoptic.encoding.instance_code_diagnostics` (pure, on tensors; in
+  :mod:`pe_panoptic.encoding`, re-exported here): on thing pixels, the mean norm of the
   predicted PE code (a true code has norm ``sqrt(2 L)``; the void code 0) and, per harmonic, the
   mean cosine between the predicted and the true ``(sin, cos)`` pair of each axis. A model on the
   "void plateau" has a small norm and cosines near 0; one that separates instances has cosines
@@ -10,9 +11,9 @@
   the diagnostics above, and val ``PQ`` / ``PQ_th`` / ``PQ_st`` / mIoU from the evaluations) and
   ``learning_curve.png``.
 
-``PixelCentroidHead`` puts the diagnostics into detectron2's event storage during training
-(``inst_diag/norm``, ``inst_diag/cos_u0``, ...), so they are also in ``metrics.json`` and
-TensorBoard.
+``PixelCentroidHead`` returns the diagnostics in its training output (``diag/inst/norm``,
+``diag/inst/cos_u0``, ...; detached, not losses) and :class:`pe_panoptic.engine.trainer.PETrainer`
+puts them into detectron2's event storage, so they are also in ``metrics.json`` and TensorBoard.
 """
 from __future__ import annotations
 
@@ -20,34 +21,17 @@ import json
 import os
 from typing import Dict, List
 
-import torch
 from detectron2.engine import HookBase
+
+from pe_panoptic.encoding import instance_code_diagnostics
 
 __all__ = ["instance_code_diagnostics", "LearningCurveHook", "plot_learning_curve"]
 
+#: the instance-code diagnostics' names in the event storage (``PixelCentroidHead``'s ``diag/inst/...``)
+_DIAG = "diag/inst/"
+
 _VAL_KEYS = {"panoptic_seg/PQ": "val PQ", "panoptic_seg/PQ_th": "val PQ_th", "panoptic_seg/PQ_st": "val PQ_st",
              "sem_seg/mIoU": "val mIoU"}
-
-
-@torch.no_grad()
-def instance_code_diagnostics(pred: torch.Tensor, target: torch.Tensor, thing: torch.Tensor, L: int) -> Dict[str, float]:
-    """``pred``, ``target`` ``[B, 4L, H, W]`` (PE layout: u block then v block, pairs (sin, cos)
-    per harmonic), ``thing [B, H, W]`` bool. Returns ``{"norm": .., "cos_u0": .., "cos_v0": ..,
-    ...}``; empty if there is no thing pixel."""
-    m = thing.bool()
-    if not bool(m.any()):
-        return {}
-    p = pred.float().permute(0, 2, 3, 1)[m]  # N 4L
-    t = target.float().permute(0, 2, 3, 1)[m]
-    out = {"norm": float(p.norm(dim=1).mean())}
-    pp = p.reshape(-1, 2, L, 2)  # axis, harmonic, (sin, cos)
-    tt = t.reshape(-1, 2, L, 2)
-    cos = (pp * tt).sum(-1) / (pp.norm(dim=-1) * tt.norm(dim=-1)).clamp_min(1e-8)  # N 2 L
-    mean = cos.mean(0)
-    for a, axis in enumerate("uv"):
-        for l in range(L):
-            out[f"cos_{axis}{l}"] = float(mean[a, l])
-    return out
 
 
 def plot_learning_curve(curves: Dict[str, List[List[float]]], path: str, title: str = "") -> None:
@@ -60,13 +44,13 @@ def plot_learning_curve(curves: Dict[str, List[List[float]]], path: str, title: 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     groups = (
         ("training losses", [k for k in curves if k.startswith("loss") or k == "total_loss"]),
-        ("instance code on thing pixels", [k for k in curves if k.startswith("inst_diag/")]),
+        ("instance code on thing pixels", [k for k in curves if k.startswith(_DIAG)]),
         ("validation", [k for k in curves if k in _VAL_KEYS.values()]),
     )
     for ax, (name, keys) in zip(axes, groups):
         for k in sorted(keys):
             xs, ys = zip(*curves[k]) if curves[k] else ((), ())
-            ax.plot(xs, ys, marker="o" if name == "validation" else None, ms=3, label=k.replace("inst_diag/", ""))
+            ax.plot(xs, ys, marker="o" if name == "validation" else None, ms=3, label=k.replace(_DIAG, ""))
         ax.set_title(name)
         ax.set_xlabel("iteration")
         if keys:
@@ -97,7 +81,7 @@ class LearningCurveHook(HookBase):
         storage = self.trainer.storage
         it = int(self.trainer.iter)
         for k, hist in storage.histories().items():
-            if k.startswith("loss") or k == "total_loss" or k.startswith("inst_diag/"):
+            if k.startswith("loss") or k == "total_loss" or k.startswith(_DIAG):
                 if hist.values() and hist.values()[-1][1] >= it - self.window:
                     self.curves.setdefault(k, []).append([it, float(hist.median(self.window))])
             elif k in _VAL_KEYS:

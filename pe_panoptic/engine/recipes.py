@@ -35,6 +35,7 @@ __all__ = [
     "set_input_size",
     "set_decoder_upsampling",
     "use_resumable_loader",
+    "set_task_probs",
 ]
 
 # Optimizer values NEITHER paper states. Both say only "layer decay to suppress the learning rate
@@ -247,3 +248,19 @@ def use_resumable_loader(dataloader, seed="${train.seed}") -> None:
     train["seed"] = seed
     if "aspect_ratio_grouping" in train:
         train["aspect_ratio_grouping"] = False
+
+
+def set_task_probs(dataloader, task_probs) -> None:
+    """One task per optimizer step (paper_v1): ``dataloader.train.task_probs = task_probs`` with
+    ``effective_batch_size = ${train.effective_batch_size}``, so the loader tags all micro-batches
+    of a step with the step's task (:mod:`pe_panoptic.data.task_draw`). Needs the resumable or
+    the mixed train loader (:func:`use_resumable_loader` first)."""
+    from pe_panoptic.data.task_draw import check_task_probs
+
+    train = dataloader["train"]
+    target = str(getattr(train.get("_target_"), "__name__", train.get("_target_"))).rsplit(".", 1)[-1]
+    if target not in ("build_resumable_train_loader", "build_mixed_train_loader"):
+        raise ValueError(f"set_task_probs: dataloader.train is {target!r}; one task per step needs "
+                         "build_resumable_train_loader (use_resumable_loader) or build_mixed_train_loader")
+    train["task_probs"] = check_task_probs(task_probs)
+    train["effective_batch_size"] = "${train.effective_batch_size}"

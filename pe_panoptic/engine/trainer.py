@@ -21,6 +21,8 @@ import torch
 from detectron2.engine import HookBase, SimpleTrainer
 from detectron2.utils import comm
 
+from pe_panoptic.modeling.meta_arch import split_diagnostics
+
 __all__ = [
     "jsonable",
     "PETrainer",
@@ -67,11 +69,12 @@ class PETrainer(SimpleTrainer):
     optimizer step, so the effective batch is ``per-GPU batch x GPUs x accumulate_steps`` and
     ``max_iter`` counts optimizer steps.
 
-    Before the batches of a step it calls the model's ``set_train_step(iteration, seed)`` (if it
-    has one, through a DDP wrapper): a model that samples one task per step
-    (``PixelCentroidHead(task_probs=...)``) then trains the same task on every process and every
-    micro-batch of the step. ``seed`` must be the same on all processes (``train.seed``, or
-    detectron2's ``comm.shared_random_seed()``).
+    The model's training output may hold diagnostics next to the losses (keys prefixed
+    ``diag/``, :func:`pe_panoptic.modeling.meta_arch.split_diagnostics`): they are averaged over
+    the micro-batches and put into the event storage, never added to the loss. One task per
+    optimizer step is the data's business (``dataloader.train.task_probs``): a loader that draws
+    one must group ``accumulate_steps`` micro-batches per step (its ``batches_per_step``).
+    ``seed`` is kept for callers; the trainer no longer uses it.
     """
 
     def __init__(self, model, data_loader, optimizer, *, amp: bool = False, amp_dtype: str = "bf16",
@@ -86,17 +89,21 @@ class PETrainer(SimpleTrainer):
         self.accumulate_steps = int(accumulate_steps)
         self.clip_grad_norm = clip_grad_norm
         self.seed = int(seed)
+        per_step = getattr(data_loader, "batches_per_step", None)
+        if getattr(data_loader, "task_probs", None) and per_step != self.accumulate_steps:
+            raise ValueError(
+                f"the train loader draws one task per {per_step} micro-batch(es) (dataloader.train.task_probs with "
+                f"effective_batch_size / total_batch_size = {per_step}) but the trainer accumulates "
+                f"{self.accumulate_steps} micro-batches per optimizer step: set "
+                "dataloader.train.effective_batch_size='${train.effective_batch_size}'")
         use_scaler = amp and _DTYPES[amp_dtype] == torch.float16 and torch.device(device).type == "cuda"
         self.grad_scaler = torch.amp.GradScaler("cuda") if use_scaler else None
 
     def run_step(self):
         assert self.model.training, "[PETrainer] model was changed to eval mode!"
         self.optimizer.zero_grad(set_to_none=True)
-        net = getattr(self.model, "module", self.model)  # through DistributedDataParallel
-        if hasattr(net, "set_train_step"):
-            net.set_train_step(self.iter, self.seed)
         data_time = 0.0
-        total = {}
+        total, diagnostics = {}, {}
         for k in range(self.accumulate_steps):
             t0 = time.perf_counter()
             data = next(self._data_loader_iter)
@@ -105,7 +112,7 @@ class PETrainer(SimpleTrainer):
             ctx = self.model.no_sync() if not sync else contextlib.nullcontext()
             with ctx:
                 with autocast_context(self.device, self.amp, self.amp_dtype):
-                    loss_dict = self.model(data)
+                    loss_dict, diag = split_diagnostics(self.model(data))
                 loss_dict = {k_: v.float() for k_, v in loss_dict.items()}
                 losses = sum(loss_dict.values()) / self.accumulate_steps
                 if self.grad_scaler is not None:
@@ -114,6 +121,8 @@ class PETrainer(SimpleTrainer):
                     losses.backward()
             for k_, v in loss_dict.items():
                 total[k_] = total.get(k_, 0.0) + v.detach() / self.accumulate_steps
+            for k_, v in diag.items():
+                diagnostics.setdefault(k_, []).append(float(v))
         if self.clip_grad_norm:
             if self.grad_scaler is not None:
                 self.grad_scaler.unscale_(self.optimizer)
@@ -121,6 +130,8 @@ class PETrainer(SimpleTrainer):
                 [p for g in self.optimizer.param_groups for p in g["params"]], self.clip_grad_norm
             )
         self._write_metrics(total, data_time)
+        if diagnostics:
+            self.storage.put_scalars(**{k_: sum(v) / len(v) for k_, v in diagnostics.items()}, smoothing_hint=True)
         if self.grad_scaler is not None:
             self.grad_scaler.step(self.optimizer)
             self.grad_scaler.update()

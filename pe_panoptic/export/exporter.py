@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pe_panoptic.encoding import BinEncoding, CentroidEncoding, PositionalEncoding, build_encoding
+from pe_panoptic.encoding import CentroidEncoding
 from pe_panoptic.postprocess import PostProcessConfig, panoptic_from_outputs, resize_panoptic  # noqa: F401
 from pe_panoptic.postprocess import batch_results as postprocess  # the documented post-processing of exported outputs
 
@@ -101,7 +101,7 @@ class ExportableNetwork(nn.Module):
     def forward(self, image: torch.Tensor):
         feats = self.backbone(image)
         x = torch.cat(list(feats.values()), dim=1)
-        out = self.heads(self.decoder(x, image) if getattr(self.decoder, "image_skip", 0) else self.decoder(x))
+        out = self.heads(self.decoder(x, image))  # the decoder uses the image only with image_skip
         return tuple(out[k] for k in self.output_names)
 
 
@@ -235,17 +235,10 @@ def export_onnx(
     return path
 
 
-def _encoding_spec(encoding: CentroidEncoding) -> dict:
-    if isinstance(encoding, PositionalEncoding):
-        return {"name": "pe", "num_harmonics": encoding.L}
-    if isinstance(encoding, BinEncoding):
-        return {"name": "bins", "num_bins": encoding.num_bins}
-    return {"name": encoding.name}
-
-
 def encoding_from_spec(spec: Mapping) -> CentroidEncoding:
-    """Inverse of the ``encoding`` entry of :func:`export_metadata`."""
-    return build_encoding(**dict(spec))
+    """Inverse of the ``encoding`` entry of :func:`export_metadata`
+    (:meth:`pe_panoptic.encoding.CentroidEncoding.from_spec`)."""
+    return CentroidEncoding.from_spec(spec)
 
 
 def export_metadata(model: nn.Module, *, height: int, width: int, dynamic: bool, resize: Optional[int] = None,
@@ -263,7 +256,7 @@ def export_metadata(model: nn.Module, *, height: int, width: int, dynamic: bool,
                   "dynamic": bool(dynamic), "resize_longest": resize},
         "outputs": list(net.output_names),
         "output_stride": "8/14",
-        "encoding": _encoding_spec(model.encoding),
+        "encoding": model.encoding.to_spec(),
         "num_classes": int(model.num_classes),
         "thing_ids": [int(t) for t in model.thing_ids],
         "postprocess": dataclasses.asdict(model.postprocess_cfg),

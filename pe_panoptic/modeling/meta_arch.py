@@ -6,6 +6,12 @@ DINOv2 encoder -> 4 intermediate feature maps concatenated -> transposed-conv de
 on targets built by the dataset mapper; inference returns detectron2's standard outputs
 (``sem_seg``, ``panoptic_seg``, ``depth``) at the original image size, so detectron2's
 evaluators work unchanged.
+
+``forward`` is a pure function of the batch: it trains the tasks the batch declares (the inputs'
+``"tasks"``, tagged by the train loaders, e.g. one task per optimizer step drawn by
+:mod:`pe_panoptic.data.task_draw`) or all of ``tasks``, and returns its diagnostics (detached,
+keys prefixed :data:`DIAG_PREFIX`) next to the losses; :class:`pe_panoptic.engine.trainer.PETrainer`
+logs them without adding them to the loss.
 """
 from __future__ import annotations
 
@@ -21,32 +27,22 @@ from detectron2.structures import ImageList
 
 from pe_panoptic.modeling.decoder import PixelHeads, concat_channels
 from pe_panoptic.encoding import CentroidEncoding, build_encoding
-from pe_panoptic.modeling.losses import PixelCentroidCriterion
+from pe_panoptic.modeling.losses import TASKS, PixelCentroidCriterion
 from pe_panoptic.postprocess import SEMANTIC_OUTPUTS, PostProcessConfig, batch_results
 
-__all__ = ["PixelCentroidHead", "TASKS", "draw_step_task"]
+__all__ = ["PixelCentroidHead", "TASKS", "DIAG_PREFIX", "split_diagnostics"]
 
-TASKS = ("sem", "inst", "depth")
+#: prefix of the training outputs that are diagnostics (detached), not losses
+DIAG_PREFIX = "diag/"
 
-# a constant word that separates the task-draw stream from IterationSeedHook's per-rank seeds
-_TASK_STREAM = 0x7A5C
+_MOVED = object()
 
 
-def draw_step_task(task_probs: Dict[str, float], seed: int, iteration: int) -> str:
-    """The one task of optimizer step ``iteration`` (paper_v1: "Each batch contains only sampling
-    from one of the tasks, with the instance segmentation being twice more likely").
-
-    Drawn from a generator seeded by ``(seed, iteration)`` alone: every process of a
-    data-parallel run and every gradient-accumulation micro-batch of the step get the same task,
-    and a resumed run draws what the uninterrupted run drew.
-    """
-    import numpy as np
-
-    names = list(task_probs)
-    probs = torch.tensor([float(task_probs[n]) for n in names], dtype=torch.float64)
-    words = [int(seed) % (2**63), int(iteration), _TASK_STREAM]
-    g = torch.Generator().manual_seed(int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> 1))
-    return names[int(torch.multinomial(probs, 1, generator=g))]
+def split_diagnostics(outputs: Dict[str, torch.Tensor]):
+    """``(losses, diagnostics)`` of a training output: the keys prefixed :data:`DIAG_PREFIX` are
+    diagnostics (never to be summed into the loss)."""
+    losses = {k: v for k, v in outputs.items() if not k.startswith(DIAG_PREFIX)}
+    return losses, {k: v for k, v in outputs.items() if k.startswith(DIAG_PREFIX)}
 
 
 def _plain(x):
@@ -94,10 +90,10 @@ class PixelCentroidHead(nn.Module):
             (unless given explicitly).
         tasks: tasks trained. Subset of ``("sem", "inst", "depth")``; stage 1 of the paper uses
             ``("inst",)``.
-        task_probs: ``None`` trains every task of ``tasks`` on every batch (summed losses);
-            a dict ``{task: prob}`` samples ONE task per optimizer step with these
-            probabilities (paper_v1: instances twice as likely as semantics), the same on every
-            process and every accumulation micro-batch (:meth:`set_train_step`).
+            A batch whose inputs declare ``"tasks"`` trains those (:meth:`declared_tasks`);
+            otherwise every task of ``tasks`` (summed losses). ONE task per optimizer step
+            (paper_v1) is drawn by the train loader: ``dataloader.train.task_probs``
+            (:mod:`pe_panoptic.data.task_draw`); ``task_probs`` here is an error saying so.
         loss: keyword arguments of :class:`pe_panoptic.modeling.losses.PixelCentroidCriterion`.
         postprocess: keyword arguments of :class:`pe_panoptic.postprocess.PostProcessConfig`.
         depth: add the depth head (sigmoid x ``max_depth``).
@@ -129,7 +125,7 @@ class PixelCentroidHead(nn.Module):
         pixel_std: Sequence[float] = (58.395, 57.12, 57.375),
         input_format: str = "RGB",
         tasks: Sequence[str] = ("sem", "inst"),
-        task_probs: Optional[Dict[str, float]] = None,
+        task_probs=_MOVED,
         loss: Optional[dict] = None,
         postprocess: Optional[dict] = None,
         depth: bool = False,
@@ -141,7 +137,12 @@ class PixelCentroidHead(nn.Module):
         ignore_label: int = 255,
     ):
         super().__init__()
-        encoding, loss, postprocess, task_probs = map(_plain, (encoding, loss, postprocess, task_probs))
+        if task_probs is not _MOVED:
+            raise ValueError(
+                "PixelCentroidHead: model.task_probs has moved to the train loader: set "
+                "dataloader.train.task_probs (pe_panoptic.engine.recipes.set_task_probs; "
+                "pe_panoptic/data/task_draw.py) and remove model.task_probs from the config")
+        encoding, loss, postprocess = map(_plain, (encoding, loss, postprocess))
         tasks = tuple(_plain(tasks))
         if encoding is None:
             encoding = build_encoding("pe", 4)
@@ -160,10 +161,6 @@ class PixelCentroidHead(nn.Module):
             raise ValueError(f"tasks must be a non-empty subset of {TASKS}, got {tuple(tasks)}")
         if "depth" in tasks and not depth:
             raise ValueError("task 'depth' needs depth=True (the depth head)")
-        if task_probs is not None:
-            extra = set(task_probs) - set(tasks)
-            if extra or any(p < 0 for p in task_probs.values()) or sum(task_probs.values()) <= 0:
-                raise ValueError(f"task_probs {task_probs} must be non-negative, over tasks {tuple(tasks)}")
         if decode_at not in ("output", "image"):
             raise ValueError(f"decode_at must be 'output' or 'image', got {decode_at!r}")
         if semantic_output not in SEMANTIC_OUTPUTS:
@@ -179,15 +176,13 @@ class PixelCentroidHead(nn.Module):
         self.heads = PixelHeads(
             decoder_width, self.num_classes, encoding.num_channels, depth=depth, max_depth=max_depth,
             kernel_size=head_kernel_size, inst_position=inst_position,
-            num_harmonics=getattr(encoding, "L", 4),
+            num_harmonics=encoding.num_harmonics or 4,  # positional heads need the PE encoding (PixelHeads checks)
         )
         self.criterion = PixelCentroidCriterion(
             encoding, num_classes=self.num_classes, ignore_label=ignore_label, **(loss or {})
         )
         self.postprocess_cfg = PostProcessConfig(**(postprocess or {}))
         self.tasks = tuple(tasks)
-        self.task_probs = dict(task_probs) if task_probs is not None else None
-        self._train_step = None  # (seed, iteration) of the optimizer step being trained
         self.depth = depth
         self.decode_at = decode_at
         self.semantic_output = semantic_output
@@ -210,7 +205,7 @@ class PixelCentroidHead(nn.Module):
     def forward_features(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Raw network outputs at the decoder resolution for a padded, normalized batch."""
         feats = self.backbone(x)
-        h = self.decoder(feats, x) if getattr(self.decoder, "image_skip", 0) else self.decoder(feats)
+        h = self.decoder(feats, x)  # the decoder uses the image only with image_skip
         return self.heads(h)
 
     def forward(self, batched_inputs: List[dict]):
@@ -221,27 +216,6 @@ class PixelCentroidHead(nn.Module):
         return self.inference(outputs, batched_inputs, images)
 
     # ------------------------------------------------------------------------------------
-    def set_train_step(self, iteration: int, seed: int = 0) -> None:
-        """Declare the optimizer step the next training batches belong to;
-        :class:`pe_panoptic.engine.trainer.PETrainer` calls it before the accumulation micro-batches of
-        every step, with the run's seed (the same on every process)."""
-        self._train_step = (int(seed), int(iteration))
-
-    def sample_tasks(self) -> set:
-        """The tasks of this batch. With ``task_probs``, ONE task: after :meth:`set_train_step`,
-        :func:`draw_step_task` of that step (identical on all processes and for every
-        accumulation micro-batch of the step, and after ``--resume``). Without a declared step
-        (a training loop other than ``PETrainer``), a fresh draw from torch's global RNG per
-        call, which is per process."""
-        if self.task_probs is None:
-            return set(self.tasks)
-        if self._train_step is not None:
-            seed, iteration = self._train_step
-            return {draw_step_task(self.task_probs, seed, iteration)}
-        names = list(self.task_probs)
-        probs = torch.tensor([self.task_probs[n] for n in names], dtype=torch.float)
-        return {names[int(torch.multinomial(probs, 1))]}
-
     def batch_targets(self, batched_inputs: List[dict], out_hw, in_hw) -> Dict[str, torch.Tensor]:
         """Stack the per-image targets, padding each to the batch's output size.
 
@@ -285,8 +259,9 @@ class PixelCentroidHead(nn.Module):
         return out
 
     def declared_tasks(self, batched_inputs: List[dict]) -> Optional[set]:
-        """The tasks the batch's labels supervise, from the inputs' ``"tasks"`` (set by
-        :class:`pe_panoptic.data.mixed.MixedTrainLoader`); ``None`` when no input declares them.
+        """The tasks the batch trains, from the inputs' ``"tasks"`` (set by the train loaders:
+        the tasks a dataset's labels supervise in :class:`pe_panoptic.data.mixed.MixedTrainLoader`,
+        the step's drawn task with ``task_probs``); ``None`` when no input declares them.
         A task outside ``self.tasks`` or inputs that only partly declare tasks are errors."""
         declared = [x.get("tasks") for x in batched_inputs]
         if all(t is None for t in declared):
@@ -301,21 +276,19 @@ class PixelCentroidHead(nn.Module):
         return union
 
     def losses(self, outputs, batched_inputs, in_hw):
+        """Loss terms of the batch's tasks (:meth:`declared_tasks`, else all of ``tasks``) and,
+        for the instance task, the instance-code diagnostics under :data:`DIAG_PREFIX`."""
         targets = self.batch_targets(batched_inputs, outputs["inst"].shape[-2:], in_hw)
-        tasks = self.sample_tasks()
         declared = self.declared_tasks(batched_inputs)
-        if declared is not None:  # a one-dataset batch trains only what its labels supervise
-            sampled, tasks = tasks, tasks & declared
-            if not tasks:  # e.g. task_probs drew "sem" for a depth-only batch: no loss this batch
-                import logging
+        tasks = set(self.tasks) if declared is None else declared
+        if not tasks:  # e.g. the step's task is "sem" and the batch is depth-only: no loss this batch
+            import logging
 
-                from detectron2.utils.logger import log_every_n_seconds
+            from detectron2.utils.logger import log_every_n_seconds
 
-                log_every_n_seconds(logging.WARNING, f"training batch supervises {sorted(declared)} but the sampled "
-                                    f"tasks are {sorted(sampled)}: this batch trains nothing", n=60, name=__name__)
+            log_every_n_seconds(logging.WARNING, "training batch declares no task (the step's drawn task has no "
+                                "labels in this dataset): this batch trains nothing", n=60, name=__name__)
         losses = self.criterion(outputs, targets, tasks)
-        if "inst" in tasks:
-            self._put_instance_diagnostics(outputs["inst"], targets)
         # Keep every head in the graph so DDP sees a gradient (zero) for unused parameters.
         zero = sum(v.sum() for v in outputs.values()) * 0.0
         first = next(iter(losses)) if losses else None
@@ -323,26 +296,19 @@ class PixelCentroidHead(nn.Module):
             losses = {"loss_zero": zero}
         else:
             losses[first] = losses[first] + zero
+        if "inst" in tasks:
+            losses.update(self.instance_diagnostics(outputs["inst"], targets))
         return losses
 
-    def _put_instance_diagnostics(self, pred: torch.Tensor, targets: dict) -> None:
-        """Code norm and per-harmonic cosine on thing pixels (:mod:`pe_panoptic.engine.learning_curve`)
-        into detectron2's event storage, when training under a trainer and with the PE encoding."""
-        from detectron2.utils.events import get_event_storage
-
-        from pe_panoptic.engine.learning_curve import instance_code_diagnostics
-
-        if self.encoding.name != "pe" or "inst_uv" not in targets or "inst_valid" not in targets:
-            return
-        try:
-            storage = get_event_storage()
-        except AssertionError:  # not inside a trainer
-            return
+    def instance_diagnostics(self, pred: torch.Tensor, targets: dict) -> Dict[str, torch.Tensor]:
+        """The encoding's code diagnostics on thing pixels
+        (:meth:`pe_panoptic.encoding.CentroidEncoding.code_diagnostics`) as detached scalars
+        ``diag/inst/<name>``; empty for an encoding without them."""
+        if "inst_uv" not in targets or "inst_valid" not in targets:
+            return {}
         valid = targets["inst_valid"].bool()
-        target = self.encoding.targets(targets["inst_uv"].float(), valid)
-        diag = instance_code_diagnostics(pred, target, valid, self.encoding.L)
-        if diag:
-            storage.put_scalars(**{f"inst_diag/{k}": v for k, v in diag.items()}, smoothing_hint=True)
+        diag = self.encoding.code_diagnostics(pred.detach(), targets["inst_uv"].float(), valid)
+        return {f"{DIAG_PREFIX}inst/{k}": torch.tensor(float(v)) for k, v in diag.items()}
 
     # ------------------------------------------------------------------------------------
     @torch.no_grad()

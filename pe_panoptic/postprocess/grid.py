@@ -24,19 +24,11 @@ Cell maps are ``code [h, w]`` long ``iv * gw + iu`` with ``-1`` for void; :func:
 """
 from __future__ import annotations
 
-import math
 from typing import Optional, Tuple
 
 import torch
 
-from pe_panoptic.encoding import (
-    BinEncoding,
-    CentroidEncoding,
-    Decoded,
-    PositionalEncoding,
-    RGBEncoding,
-    grid_centers,
-)
+from pe_panoptic.encoding import CentroidEncoding, Decoded, grid_centers
 
 __all__ = ["decode_scale", "decode_cells", "naive_decode", "check_grid", "check_inst", "cell_counts", "paint_cells"]
 
@@ -46,15 +38,10 @@ def decode_scale(encoding: CentroidEncoding) -> float:
 
     Used to normalize decode distances to [0, 1] for scores: PE ``||gamma(u), gamma(v)|| =
     sqrt(2L)`` (every grid code has that norm, the void code is 0); RGB: the blue channel, 1;
-    bins: the decode distance ``1 - p_u p_v`` is already in [0, 1]. An encoding may define a
-    ``decode_scale`` attribute to override this.
+    bins: the decode distance ``1 - p_u p_v`` is already in [0, 1]
+    (:attr:`pe_panoptic.encoding.CentroidEncoding.decode_scale`).
     """
-    scale = getattr(encoding, "decode_scale", None)
-    if scale is not None:
-        return float(scale)
-    if isinstance(encoding, PositionalEncoding):
-        return math.sqrt(2.0 * encoding.L)
-    return 1.0
+    return float(encoding.decode_scale)
 
 
 def check_grid(grid) -> Tuple[int, int]:
@@ -150,53 +137,6 @@ def naive_decode(pred: torch.Tensor, encoding: CentroidEncoding, grid, chunk: in
     gh, gw = check_grid(grid)
     B, C, H, W = pred.shape
     emb = pred.float().permute(0, 2, 3, 1).reshape(-1, C)
-    dev = emb.device
-    if isinstance(encoding, BinEncoding):
-        nb = encoding.num_bins
-        pu = emb[:, : nb + 1].softmax(1)
-        pv = emb[:, nb + 1 :].softmax(1)
-        ncodes = (nb + 1) ** 2
-        is_grid = torch.ones(nb + 1, nb + 1, dtype=torch.bool, device=dev)
-        is_grid[nb, :] = False
-        is_grid[:, nb] = False
-        is_grid = is_grid.reshape(-1)
-        step = max(1, chunk // ncodes)
-        best, arg, gbest, garg = [], [], [], []
-        for s in range(0, emb.shape[0], step):
-            joint = (pu[s : s + step, :, None] * pv[s : s + step, None, :]).reshape(-1, ncodes)
-            b, a = joint.max(1)
-            best.append(b)
-            arg.append(a)
-            b, a = joint.masked_fill(~is_grid, -1.0).max(1)
-            gbest.append(b)
-            garg.append(a)
-        best, arg, gbest, garg = (torch.cat(t) for t in (best, arg, gbest, garg))
-        void = (arg // (nb + 1) == nb) | (arg % (nb + 1) == nb)
-        centers = grid_centers(nb, dev)
-        iu = ((centers[garg // (nb + 1)] + 1) * 0.5 * gw).floor().clamp(0, gw - 1).long()
-        iv = ((centers[garg % (nb + 1)] + 1) * 0.5 * gh).floor().clamp(0, gh - 1).long()
-        dist = 1.0 - best
-        grid_dist = 1.0 - gbest
-    else:
-        if isinstance(encoding, PositionalEncoding):
-            p = 2.0
-        elif isinstance(encoding, RGBEncoding):
-            p = 1.0
-        else:
-            raise TypeError(f"naive_decode has no metric for {encoding!r}")
-        codes = torch.cat((encoding.encode(grid_uv((gh, gw), dev)), encoding.void_code(dev)[None]), 0)
-        step = max(1, chunk // codes.shape[0])
-        best, arg, gbest, garg = [], [], [], []
-        for s in range(0, emb.shape[0], step):
-            d = torch.cdist(emb[s : s + step], codes, p=p, compute_mode="donot_use_mm_for_euclid_dist")
-            b, a = d.min(1)
-            best.append(b)
-            arg.append(a)
-            b, a = d[:, : gh * gw].min(1)
-            gbest.append(b)
-            garg.append(a)
-        dist, arg, grid_dist, garg = (torch.cat(t) for t in (best, arg, gbest, garg))
-        void = arg == gh * gw
-        iu, iv = garg % gw, garg // gw
+    iu, iv, void, dist, grid_dist = encoding.naive_decode(emb, (gh, gw), chunk)
     shape = (B, H, W)
     return Decoded(iu.view(shape), iv.view(shape), void.view(shape), dist.view(shape), grid_dist.view(shape))

@@ -85,11 +85,7 @@ def parse_encoding_spec(spec: str) -> CentroidEncoding:
 
 def _axis_block(encoding: CentroidEncoding) -> Tuple[slice, float]:
     """Channels of the u axis in ``encoding.encode`` and the norm order of its loss."""
-    if isinstance(encoding, PositionalEncoding):
-        return slice(0, 2 * encoding.L), 2.0
-    if isinstance(encoding, RGBEncoding):
-        return slice(0, 1), 1.0
-    raise TypeError(f"no per-axis code for {encoding!r} (supported: PositionalEncoding, RGBEncoding)")
+    return encoding.axis_channels(), float(encoding.metric_p)
 
 
 def axis_codes(encoding: CentroidEncoding, u: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -206,7 +206,7 @@ class ForwardFeatures(nn.Module):
             # feature dict fails: hand it the concatenated maps (what it computes first)
             feats = m.backbone(x)
             cat = torch.cat(list(feats.values()), dim=1)
-            h = m.decoder(cat, x) if getattr(m.decoder, "image_skip", 0) else m.decoder(cat)
+            h = m.decoder(cat, x)  # the decoder uses the image only with image_skip
             return tuple(m.heads(h).values())
         return tuple(m.forward_features(x).values())
 

@@ -176,6 +176,9 @@ def load_row_config(row: PaperRow, root: str):
     return LazyConfig.load(path)
 
 
+_ABSENT = object()
+
+
 def _get(cfg, dotted: str, default=None):
     node = cfg
     for part in dotted.split("."):
@@ -229,14 +232,16 @@ def check_row(row: PaperRow, cfg, root: Optional[str] = None) -> list:
     expect(f"{mapper}.panoptic.use_eds", row.eds)
     expect(f"{mapper}.panoptic.include_void", row.include_void)
     expect(f"{mapper}.panoptic.eds_D", 20.0, close=True)  # both papers: D = 20
-    probs = _plain(_get(cfg, "model.task_probs"))
+    if _get(cfg, "model.task_probs", _ABSENT) is not _ABSENT:
+        out.append(f"{row.config}: sets model.task_probs, which has moved to dataloader.train.task_probs")
+    probs = _plain(_get(cfg, "dataloader.train.task_probs"))
     if row.task_probs is None:
-        expect("model.task_probs", None, got=probs)
+        expect("dataloader.train.task_probs", None, got=probs)
     elif row.task_probs == UNCHECKED:
         pass
     elif not probs or set(probs) != set(row.task_probs) or any(
             not math.isclose(probs[k], v, rel_tol=1e-6) for k, v in row.task_probs.items()):
-        out.append(f"{row.config}: model.task_probs is {probs!r}, {row.label} needs {dict(row.task_probs)!r}")
+        out.append(f"{row.config}: dataloader.train.task_probs is {probs!r}, {row.label} needs {dict(row.task_probs)!r}")
     if row.tasks != UNCHECKED:
         expect("model.tasks", row.tasks)
     if row.depth:

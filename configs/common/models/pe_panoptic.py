@@ -20,9 +20,9 @@ model = L(PixelCentroidHead)(
     encoding=dict(name="pe", num_harmonics=4, num_bins=80),
     dataset_name="coco_2017_train_panoptic",
     tasks=("sem", "inst"),
-    # None: all tasks every batch (summed); paper_v1: {"inst": 2/3, "sem": 1/3}, one task per
-    # optimizer step, the same on every GPU and accumulation micro-batch
-    task_probs=None,
+    # every batch trains all `tasks` (summed losses) unless its inputs declare theirs: one task
+    # per optimizer step (paper_v1) is drawn by the loader, dataloader.train.task_probs
+    # (pe_panoptic.engine.recipes.set_task_probs)
     # normalize: Eq. (1) over a batch, "batch" (sum w L / sum w over the whole batch) or
     # "per_image" (Eq. 1 per image, then the mean); the paper does not say (README "Fidelity")
     loss=dict(tv_weight=0.1, dice_weight=1.0, normalize="batch"),

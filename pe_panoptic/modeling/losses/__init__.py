@@ -7,8 +7,9 @@ batch.
 
 * :mod:`.pixel` -- :func:`weighted_mean` (the EDS-weighted pixel average of Eq. 1),
   :func:`semantic_ce_map` (per-pixel cross-entropy of the semantic head),
-  :func:`instance_pe_loss_map` (per-pixel PE loss of Eq. 4), :func:`offset_l1_map` (direct
-  L1 loss of the ``inst_position="offset"`` head's centroid offset; not in the paper).
+  :func:`offset_l1_map` (direct L1 loss of the ``inst_position="offset"`` head's centroid
+  offset; not in the paper); :func:`instance_pe_loss_map` (checked entry to the PE instance loss
+  of Eq. 4, :meth:`pe_panoptic.encoding.PositionalEncoding.code_loss`).
 * :mod:`.regularizers` -- :func:`tv_loss_regression` / :func:`tv_loss_semantic` (total
   variation, Eq. 10 / 11) and :func:`generalized_dice_loss` (generalized DICE over the labeled
   instances, Eq. 12-14) with :func:`instance_codes_from_targets` to get each instance's code.

@@ -15,8 +15,8 @@ from pe_panoptic.modeling.losses.regularizers import generalized_dice_loss, inst
 
 __all__ = ["TASKS", "PixelCentroidCriterion"]
 
-#: the task names a criterion call may request
-TASKS = frozenset({"sem", "inst", "depth"})
+#: the tasks of the model (the only definition): semantic, instance, depth
+TASKS = ("sem", "inst", "depth")
 
 
 def _no_autocast(device: torch.device):
@@ -35,8 +35,8 @@ class PixelCentroidCriterion(nn.Module):
       ``loss_sem_tv = tv_weight * tv_loss_semantic`` (Eq. 11).
     * ``"inst"``: ``loss_inst = inst_weight * weighted_mean(encoding.pixel_loss, inst_weight_map)``
       (Eq. 1, 4); ``loss_inst_tv = tv_weight * tv_loss_regression`` (Eq. 10) if
-      ``encoding.supports_tv`` (norm ``"l2"`` for PE, ``"l1"`` for the RGB encoding whose main
-      loss is L1, unless ``tv_norm`` is given); ``loss_inst_dice = dice_weight *
+      ``encoding.supports_tv`` (norm ``encoding.tv_norm``: ``"l2"`` for PE, ``"l1"`` for the RGB
+      encoding whose main loss is L1, unless ``tv_norm`` is given); ``loss_inst_dice = dice_weight *
       generalized_dice_loss`` (Eq. 12-14) if ``encoding.supports_dice``.
     * ``"depth"``: ``loss_depth = depth_weight * `` the affine-invariant disparity loss (Eq. 6-8;
       ``outputs["depth"]`` and ``targets["depth"]`` are then read as disparities) or the SILog
@@ -88,7 +88,7 @@ class PixelCentroidCriterion(nn.Module):
         if normalize not in NORMALIZATIONS:
             raise ValueError(f"PixelCentroidCriterion: normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
         if tv_norm is None:
-            tv_norm = "l1" if encoding.name == "rgb" else "l2"
+            tv_norm = encoding.tv_norm
         if tv_norm not in ("l1", "l2"):
             raise ValueError(f"PixelCentroidCriterion: tv_norm must be 'l1' or 'l2', got {tv_norm!r}")
         self.encoding = encoding
@@ -122,7 +122,7 @@ class PixelCentroidCriterion(nn.Module):
 
     def forward(self, outputs: dict, targets: dict, tasks: Iterable[str]) -> Dict[str, torch.Tensor]:
         tasks = set(tasks)
-        unknown = tasks - TASKS
+        unknown = tasks - set(TASKS)
         if unknown:
             raise ValueError(f"PixelCentroidCriterion: unknown tasks {sorted(unknown)}; choose from {sorted(TASKS)}")
         if not outputs:
@@ -176,7 +176,7 @@ class PixelCentroidCriterion(nn.Module):
         if self.use_dice and enc.supports_dice:
             ids = self._get(targets, "inst_ids", "targets", "inst")
             codes = instance_codes_from_targets(uv, ids, enc)
-            out["loss_inst_dice"] = self.dice_weight * generalized_dice_loss(pred, ids, codes, enc.L)
+            out["loss_inst_dice"] = self.dice_weight * generalized_dice_loss(pred, ids, codes, enc.num_harmonics)
         if self.offset_weight > 0:
             offset = self._get(outputs, "inst_offset", "outputs (model.inst_position='offset')", "inst").float()
             out["loss_inst_offset"] = self.offset_weight * weighted_mean(

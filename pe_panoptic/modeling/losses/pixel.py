@@ -1,5 +1,6 @@
-"""Pixel losses: the EDS-weighted average of paper Eq. (1), the semantic cross-entropy and the
-PE instance loss of Eq. (4)."""
+"""Pixel losses: the EDS-weighted average of paper Eq. (1) and the semantic cross-entropy. The PE
+instance loss of Eq. (4) is :meth:`pe_panoptic.encoding.PositionalEncoding.code_loss`
+(:func:`instance_pe_loss_map` checks its inputs and calls it)."""
 from __future__ import annotations
 
 import torch
@@ -80,21 +81,16 @@ def semantic_ce_map(logits: torch.Tensor, labels: torch.Tensor, ignore_label: in
 
 
 def instance_pe_loss_map(pred: torch.Tensor, target: torch.Tensor, L: int) -> torch.Tensor:
-    """Per-pixel PE loss of paper Eq. (4): ``(||(y - y_hat)_[u]||_2 + ||(y - y_hat)_[v]||_2) / 2``.
+    """Per-pixel PE loss of paper Eq. (4) on codes ``pred``, ``target`` ``[B, 4L, H, W]``, in float32:
+    the one implementation, :meth:`pe_panoptic.encoding.PositionalEncoding.code_loss`, with this
+    module's input checks (kept as a public name of the losses)."""
+    from pe_panoptic.encoding import PositionalEncoding
 
-    ``pred`` and ``target`` are ``[B, 4L, H, W]``; the u block is channels ``[0, 2L)`` and the v
-    block ``[2L, 4L)`` (the layout of :class:`~pe_panoptic.encoding.PositionalEncoding`; void
-    pixels have the zero target). Returns ``[B, H, W]`` float32. Equals
-    ``PositionalEncoding(L).pixel_loss(pred, uv_map, valid)`` for ``target = targets(uv_map, valid)``.
-    """
     fn = "instance_pe_loss_map"
     check_ndim(fn, "pred", pred, 4, "[B, 4L, H, W]")
     check_same_shape(fn, "pred", pred, "target", target)
     pe_channels(fn, pred, L)
-    d = pred.float() - target.float()
-    du = torch.linalg.vector_norm(d[:, : 2 * L], dim=1)
-    dv = torch.linalg.vector_norm(d[:, 2 * L :], dim=1)
-    return 0.5 * (du + dv)
+    return PositionalEncoding(L).code_loss(pred.float(), target.float())
 
 
 def offset_l1_map(offset: torch.Tensor, uv: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
