@@ -1,4 +1,4 @@
-"""tools/benchmark.py and its helpers (pe_panoptic/studies/benchmark.py) on tiny inputs.
+"""tools/benchmark.py and its helpers (the pe_panoptic/studies/benchmark package) on tiny inputs.
 
 No timing assertions: the subcommands must run end to end and print, as their last line, a JSON
 object with the figures; the helpers are checked against hand-computed values and against the

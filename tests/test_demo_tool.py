@@ -197,7 +197,7 @@ def test_centroid_map_follows_void_source(demo, d2_datasets):
     torch.manual_seed(0)
     model = instantiate(cfg.model).eval()
     image = np.random.default_rng(0).integers(0, 256, (98, 126, 3), dtype=np.uint8)
-    pred = demo.Predictor(cfg, model, "cpu")
+    pred = demo.DemoPredictor(cfg, model, "cpu")
     res = pred(image)
     assert res["code"].shape == (98, 126) and bool((res["code"] == -1).all())
     model.postprocess_cfg = dataclasses.replace(model.postprocess_cfg, void_source="semantic")

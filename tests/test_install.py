@@ -108,7 +108,7 @@ def test_map_dataset_retry_works_on_python311():
     assert ds[0] in (1, 2)
 
 
-def test_installer_is_idempotent_and_detects_its_patch_set():
+def test_installer_is_idempotent_and_detects_its_patch_set(monkeypatch):
     import subprocess
     import sys
 
@@ -118,7 +118,36 @@ def test_installer_is_idempotent_and_detects_its_patch_set():
     assert "already installed: detectron2 0.6" in out
     import detectron2._pe_panoptic_patches as p
 
+    monkeypatch.syspath_prepend(os.path.join(root, "tools"))  # as for the script: its sibling sdist_install
     spec = importlib.util.spec_from_file_location("inst", os.path.join(root, "tools/install_detectron2.py"))
     inst = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(inst)
     assert p.PATCH_ID == inst.patch_id()
+
+
+def test_sdist_install_refuses_unknown_sources(tmp_path, monkeypatch, capsys):
+    """tools/sdist_install.py (shared by both installers): the sha256 check, the exact-count
+    literal edits, and the patch-set id."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    monkeypatch.syspath_prepend(os.path.join(root, "tools"))
+    import hashlib
+
+    import sdist_install
+
+    fake = tmp_path / "pkg-1.0.tar.gz"
+    fake.write_bytes(b"some bytes")
+    digest = hashlib.sha256(b"some bytes").hexdigest()
+    assert sdist_install.sha256_of(str(fake)) == digest
+    sd = sdist_install.Sdist("pkg==1.0", fake.name, digest, "pkg-1.0", "pkg.egg-info", "install_pkg", "Pkg")
+    assert sd.fetch(str(tmp_path), str(fake)) == str(fake)
+    bad = sdist_install.Sdist("pkg==1.0", fake.name, "0" * 64, "pkg-1.0", "pkg.egg-info", "install_pkg", "Pkg")
+    with pytest.raises(SystemExit, match=r"\[install_pkg\] .*does not match the pinned 0{64}; refusing to install "
+                                         r"an unknown Pkg source"):
+        bad.fetch(str(tmp_path), str(fake))
+    (tmp_path / "a.py").write_text("x = 1\nx = 1\ny = 2\n")
+    sd.apply(str(tmp_path), [("a.py", "x = 1\n", "x = 3\n", 2, "why"), ("a.py", "y", "z", 1, "because")])
+    assert (tmp_path / "a.py").read_text() == "x = 3\nx = 3\nz = 2\n"
+    assert "[install_pkg] patched a.py (why)" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match=r"a.py: expected 1 occurrence\(s\) of 'x = 3\\n', found 2"):
+        sd.apply(str(tmp_path), [("a.py", "x = 3\n", "", 1, "")])
+    assert sdist_install.patch_id([1], "s") == hashlib.sha256(b"[1]s").hexdigest()[:16]

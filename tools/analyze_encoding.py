@@ -25,14 +25,15 @@ from pe_panoptic.studies.analysis import EncodingContrast, encoding_contrast  # 
 
 
 def format_table(results: Sequence[EncodingContrast]) -> str:
-    from tabulate import tabulate
+    from pe_panoptic.studies.tables import format_table as markdown_table
 
     rows = [
         [r.name, r.min_distance, r.max_distance, r.contrast_ratio, r.void_distance, r.closer_than_void]
         for r in results
     ]
     headers = ["encoding", "min dist", "max dist", "contrast (max/min)", "void dist", "# closer than void"]
-    return tabulate(rows, headers=headers, floatfmt=".4f", tablefmt="pipe")
+    return markdown_table(headers, [[v.item() if hasattr(v, "item") else v for v in row] for row in rows],
+                        floatfmt=".4f", align="l" + "r" * (len(headers) - 1))
 
 
 def plot(results: Sequence[EncodingContrast], path: str) -> str:

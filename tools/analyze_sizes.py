@@ -74,17 +74,13 @@ def dump_predictions(
     from panopticapi.utils import id2rgb
     from PIL import Image
 
-    from pe_panoptic.engine.checkpoint_io import load_weights
-    from pe_panoptic.engine.config_overrides import load_config
-    from pe_panoptic.engine.trainer import default_device
+    from pe_panoptic.engine.predictor import load_model
 
-    cfg = load_config(config_file, opts)
-    device = default_device()
-    model = instantiate(cfg.model).to(device).eval()
-    if weights.lower() != "none":
-        load_weights(model, weights, trust_pickle=trust_pickle)
-    else:
+    no_weights = weights.lower() == "none"
+    if no_weights:
         logger.warning(f"{config_file}: no weights, predicting with a randomly initialized model")
+    cfg, model = load_model(config_file, opts, "" if no_weights else weights, "auto", trust_pickle,
+                            missing_weights="ignore")
     cfg.dataloader.test.dataset.names = dataset
     if "mapper" in cfg.dataloader.test and cfg.dataloader.test.mapper.get("panoptic") is not None:
         cfg.dataloader.test.mapper.panoptic.dataset_name = dataset
@@ -159,7 +155,7 @@ def _nan_to_none(x):
 
 
 def format_table(labels, names, stats, rel) -> str:
-    from tabulate import tabulate
+    from pe_panoptic.studies.tables import format_table as markdown_table
 
     headers = ["area bin (px)", "# GT"] + [f"mIoU {n}" for n in names]
     if rel is not None:
@@ -170,7 +166,13 @@ def format_table(labels, names, stats, rel) -> str:
         if rel is not None:
             row.append(100.0 * rel[i])
         rows.append(row)
-    return tabulate(rows, headers=headers, floatfmt=".4f", tablefmt="pipe", missingval="-")
+    return markdown_table(headers, [[_finite(v) for v in row] for row in rows], floatfmt=".4f",
+                        align="l" + "r" * (len(headers) - 1))
+
+
+def _finite(v):
+    """numpy scalars as Python numbers (NaN stays NaN: a missing cell)."""
+    return v.item() if isinstance(v, np.generic) else v
 
 
 def plot(labels, names, stats, rel, path: str) -> str:

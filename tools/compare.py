@@ -55,8 +55,11 @@ import pe_panoptic  # noqa: E402,F401  (registers datasets and models)
 from detectron2.config import instantiate  # noqa: E402
 from detectron2.evaluation import inference_on_dataset  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
-from pe_panoptic.engine.checkpoint_io import TRUST_PICKLE_HELP, load_weights  # noqa: E402
+from pe_panoptic.engine.checkpoint_io import TRUST_PICKLE_HELP  # noqa: E402
 from pe_panoptic.engine.config_overrides import load_config  # noqa: E402
+from pe_panoptic.engine.predictor import load_model  # noqa: E402
+from pe_panoptic.studies.benchmark.flops import SDPA_OP, sdpa_macs  # noqa: E402
+from pe_panoptic.studies.tables import format_table as markdown_table  # noqa: E402
 
 logger = logging.getLogger("pe_panoptic.compare")
 
@@ -86,18 +89,6 @@ def parse_entry(spec: str) -> Tuple[str, str, Optional[str]]:
 
 def count_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def sdpa_flop_jit(inputs, outputs) -> int:
-    """fvcore handle for ``aten::scaled_dot_product_attention``: ``Q K^T`` and ``A V`` are
-    ``B H Lq Lk D`` and ``B H Lq Lk Dv`` multiply-adds."""
-    from fvcore.nn.jit_handles import get_shape
-
-    q, k, v = (get_shape(x) for x in inputs[:3])
-    batch = 1
-    for s in q[:-2]:
-        batch *= s
-    return int(batch * q[-2] * k[-2] * (q[-1] + v[-1]))
 
 
 def flatten_tensors(obj) -> List[torch.Tensor]:
@@ -132,7 +123,7 @@ class _ImageToOutputs(torch.nn.Module):
 def _fvcore_gflops(module: torch.nn.Module, inputs: tuple) -> float:
     from fvcore.nn import FlopCountAnalysis
 
-    flops = FlopCountAnalysis(module, inputs).set_op_handle("aten::scaled_dot_product_attention", sdpa_flop_jit)
+    flops = FlopCountAnalysis(module, inputs).set_op_handle(SDPA_OP, sdpa_macs)
     flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     return flops.total() / 1e9
 
@@ -209,13 +200,9 @@ def _limited(loader, max_images: Optional[int]):
 def evaluate_entry(name: str, config: str, checkpoint: Optional[str], opts: Sequence[str] = (),
                    device: str = "auto", max_images: Optional[int] = None,
                    trust_pickle: bool = False) -> Dict[str, float]:
-    cfg = load_config(config, opts)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = instantiate(cfg.model).to(device).eval()
-    if checkpoint:
-        load_weights(model, checkpoint, trust_pickle=trust_pickle)
-    elif cfg.get("train", {}).get("init_checkpoint"):
+    cfg, model = load_model(config, opts, checkpoint, device, trust_pickle, missing_weights="ignore")
+    device = str(next(model.parameters()).device)
+    if not checkpoint and cfg.get("train", {}).get("init_checkpoint"):
         logger.warning(f"{name}: no checkpoint given, evaluating the freshly initialized model")
     loader = instantiate(cfg.dataloader.test)
     first = next(iter(loader))
@@ -236,19 +223,17 @@ def format_table(rows: Sequence[Dict]) -> str:
     """Markdown table of :func:`evaluate_entry` results (with the training columns when any row
     has them)."""
     columns = COLUMNS + (TRAIN_COLUMNS if any("train_iters" in r for r in rows) else ())
-    head = "| model | " + " | ".join(title for _, title in columns) + " |"
-    sep = "|---|" + "---:|" * len(columns)
-    lines = [head, sep]
     note = any(r.get("flop_counter") == "torch" for r in rows)
+    cells = []
     for r in rows:
-        cells = []
+        cells.append([r["name"]])
         for key, _ in columns:
             v = r.get(key, float("nan"))
             cell = "n/a" if v != v else _FORMATS.get(key, "{:.2f}").format(v)
             if key == "gflops" and r.get("flop_counter") == "torch":
                 cell += "*"
-            cells.append(cell)
-        lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+            cells[-1].append(cell)
+    lines = [markdown_table(["model", *(title for _, title in columns)], cells, align="l" + "r" * len(columns))]
     if note:
         lines.append("\n\\* counted with torch.utils.flop_counter (fvcore could not trace the model), "
                      "in fvcore's convention (1 multiply-add = 1 flop)")

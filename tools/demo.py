@@ -47,10 +47,9 @@ import torch  # noqa: E402
 
 import pe_panoptic  # noqa: E402,F401
 from pe_panoptic.studies.analysis import segments_with_isthing  # noqa: E402
-from pe_panoptic.engine.checkpoint_io import TRUST_PICKLE_HELP, load_weights  # noqa: E402
-from pe_panoptic.engine.config_overrides import load_config  # noqa: E402
+from pe_panoptic.engine.checkpoint_io import TRUST_PICKLE_HELP  # noqa: E402
+from pe_panoptic.engine.predictor import Predictor, load_model  # noqa: E402
 from pe_panoptic.data.mapper import read_image_8bit, read_panoptic_ids  # noqa: E402
-from pe_panoptic.export.exporter import postprocess  # noqa: E402
 from pe_panoptic.postprocess import decode_cells, thing_pixel_mask  # noqa: E402
 from pe_panoptic.studies.visualize import (  # noqa: E402
     add_caption,
@@ -137,54 +136,26 @@ def iter_inputs(args) -> List[dict]:
 # --------------------------------------------------------------------------------------------
 # model
 # --------------------------------------------------------------------------------------------
-class Predictor:
-    """Test-mapper transforms + network + post-processing, keeping the raw instance embedding."""
+class DemoPredictor(Predictor):
+    """:class:`pe_panoptic.engine.predictor.Predictor` (test mapper + model + its inference) that
+    also keeps the instance embedding decoded on the uv-grid (``code``, at the original size)."""
 
-    def __init__(self, cfg, model, device: str):
-        from detectron2.config import instantiate
-        from detectron2.data import MetadataCatalog
-
-        self.model = model
-        self.device = device
-        self.mapper = instantiate(cfg.dataloader.test.mapper)
-        names = cfg.dataloader.test.dataset.names
-        self.metadata = MetadataCatalog.get(names if isinstance(names, str) else list(names)[0])
+    def __init__(self, cfg, model, device: str = "auto"):
+        super().__init__(cfg, model, device)
         train_targets = cfg.dataloader.get("train", {}).get("mapper", {}).get("panoptic") or {}
         self.eds_D = float(train_targets.get("eds_D", 20.0))
         self.eds_w_min = float(train_targets.get("eds_w_min", 0.0))
 
-    def map_image(self, image: np.ndarray) -> dict:
-        """The test mapper's resize and padding on an in-memory RGB uint8 image."""
-        from detectron2.data import transforms as T
-
-        aug = T.AugInput(image)
-        self.mapper.augmentations(aug)
-        resized = aug.image
-        hu, wu = resized.shape[:2]
-        H, W = self.mapper.padded_size((hu, wu), "<input>")
-        padded = np.pad(resized, ((0, H - hu), (0, W - wu), (0, 0)))
-        return {"image": torch.as_tensor(np.ascontiguousarray(padded.transpose(2, 0, 1))), "height": image.shape[0],
-                "width": image.shape[1], "image_size_unpadded": (hu, wu)}
-
     @torch.no_grad()
-    def __call__(self, image: np.ndarray) -> dict:
+    def __call__(self, image: np.ndarray, image_format: str = "RGB") -> dict:
         m = self.model
-        d = self.map_image(image)
-        x = m.preprocess_image([d]).tensor
-        outputs = m.forward_features(x)
-        res = postprocess(outputs, [d["image_size_unpadded"]], [(d["height"], d["width"])], m.encoding, m.thing_ids,
-                          m.postprocess_cfg, m.decode_at, input_hw=tuple(x.shape[-2:]))[0]
-        # decoded cells of the unpadded region at the output resolution
-        oh, ow = outputs["inst"].shape[-2:]
-        ch = max(1, round(d["image_size_unpadded"][0] * oh / x.shape[-2]))
-        cw = max(1, round(d["image_size_unpadded"][1] * ow / x.shape[-1]))
+        d, outputs, res = self.run(image, image_format)
         thing_pixels = None
         if m.postprocess_cfg.void_source == "semantic":  # decode exactly as the post-processing does
-            thing_pixels = thing_pixel_mask(outputs["sem_logits"][0, :, :ch, :cw], m.thing_ids)
-        code, _ = decode_cells(outputs["inst"][0, :, :ch, :cw].float(), m.encoding, m.postprocess_cfg.grid,
-                               thing_pixels)
+            thing_pixels = thing_pixel_mask(outputs["sem_logits"][0], m.thing_ids)
+        code, _ = decode_cells(outputs["inst"][0].float(), m.encoding, m.postprocess_cfg.grid, thing_pixels)
         res["code"] = resize_labels(code, (d["height"], d["width"]))
-        res["input_hw"] = tuple(x.shape[-2:])
+        res["input_hw"] = d["input_hw"]
         res["resized_hw"] = d["image_size_unpadded"]
         return res
 
@@ -222,7 +193,7 @@ def save_rgb(path: str, image: np.ndarray) -> str:
     return path
 
 
-def process_image(pred: Predictor, item: dict, out_dir: str) -> dict:
+def process_image(pred: DemoPredictor, item: dict, out_dir: str) -> dict:
     image = read_image_8bit(item["file_name"], "RGB")
     res = pred(image)
     seg, info = res["panoptic_seg"]
@@ -246,7 +217,7 @@ def process_image(pred: Predictor, item: dict, out_dir: str) -> dict:
             "instances": sum(1 for s in info if s["isthing"])}
 
 
-def process_video(pred: Predictor, path: str, out_dir: str, max_frames: int = 0) -> dict:
+def process_video(pred: DemoPredictor, path: str, out_dir: str, max_frames: int = 0) -> dict:
     import cv2
     from tqdm import tqdm
 
@@ -303,7 +274,6 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> dict:
     """Run the demo; returns the summary (also printed as the last line). Images that fail are
     listed in ``summary["failed"]`` instead of stopping the run."""
-    from detectron2.config import instantiate
     from tqdm import tqdm
 
     args = get_parser().parse_args(argv)
@@ -314,15 +284,13 @@ def main(argv: Optional[List[str]] = None) -> dict:
     if not os.path.isfile(args.config_file):
         raise SystemExit(f"--config-file {args.config_file!r} not found")
     items = iter_inputs(args) if (args.input or args.dataset) else []  # fail fast on bad inputs
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    cfg = load_config(args.config_file, args.opts)
-    model = instantiate(cfg.model).to(device).eval()
-    if args.weights:
-        load_weights(model, args.weights, trust_pickle=args.trust_pickle)
-    else:
+    cfg, model = load_model(args.config_file, args.opts, args.weights, args.device, args.trust_pickle,
+                            missing_weights="ignore")
+    if not args.weights:
         logger.warning("no --weights: the model is randomly initialized")
         print("[demo] warning: no --weights, the model is randomly initialized", file=sys.stderr)
-    pred = Predictor(cfg, model, device)
+    pred = DemoPredictor(cfg, model, args.device)
+    device = pred.device
     os.makedirs(args.output, exist_ok=True)
     summary: dict = {"device": device, "images": [], "failed": []}
     for item in tqdm(items, desc="images", unit="img"):

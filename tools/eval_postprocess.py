@@ -23,24 +23,26 @@ import tempfile
 import pe_panoptic  # noqa: E402,F401  (registers everything)
 from detectron2.config import instantiate  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
-from pe_panoptic.engine.checkpoint_io import TRUST_PICKLE_HELP, load_weights  # noqa: E402
+from pe_panoptic.engine.checkpoint_io import TRUST_PICKLE_HELP  # noqa: E402
 from pe_panoptic.engine.config_overrides import load_config  # noqa: E402
-from pe_panoptic.engine.trainer import default_device, jsonable  # noqa: E402
+from pe_panoptic.engine.predictor import load_model  # noqa: E402
+from pe_panoptic.engine.trainer import jsonable  # noqa: E402
 from pe_panoptic.evaluation.variants import evaluate_postprocess_variants, variant_grid  # noqa: E402
 from pe_panoptic.postprocess import DECODERS, VOID_SOURCES  # noqa: E402
+from pe_panoptic.studies.tables import format_table  # noqa: E402
 
 KEYS = (("panoptic_seg", "PQ"), ("panoptic_seg", "PQ_th"), ("panoptic_seg", "PQ_st"), ("panoptic_seg", "SQ"),
         ("panoptic_seg", "RQ"), ("sem_seg", "mIoU"))
 
 
 def table(results: dict) -> str:
-    head = "| variant | " + " | ".join(k for _, k in KEYS) + " | post ms/img |"
-    lines = [head, "|" + "---|" * (len(KEYS) + 2)]
-    for name, res in results.items():
-        vals = [res.get(group, {}).get(key) for group, key in KEYS]
-        cells = ["-" if v is None else f"{float(v):.1f}" for v in vals]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {res['postprocess_ms_per_image']:.1f} |")
-    return "\n".join(lines)
+    rows = [[name] + [_float(res.get(group, {}).get(key)) for group, key in KEYS]
+            + [float(res["postprocess_ms_per_image"])] for name, res in results.items()]
+    return format_table(["variant", *(k for _, k in KEYS), "post ms/img"], rows, floatfmt=".1f")
+
+
+def _float(v):
+    return None if v is None else float(v)
 
 
 def main(argv=None):
@@ -63,10 +65,7 @@ def main(argv=None):
         raise SystemExit("give --checkpoint (or train.init_checkpoint=...): evaluating random weights is meaningless")
     if not os.path.isfile(checkpoint):
         raise SystemExit(f"checkpoint not found: {checkpoint}")
-    device = cfg.train.get("device", "auto")
-    device = default_device() if device in (None, "auto") else device
-    model = instantiate(cfg.model).to(device)
-    load_weights(model, checkpoint, trust_pickle=args.trust_pickle)
+    cfg, model = load_model(args.config_file, args.opts, checkpoint, None, args.trust_pickle)
     loader = instantiate(cfg.dataloader.test)
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -33,8 +33,9 @@ from typing import Dict, List, Optional, Tuple
 import torch  # noqa: E402
 
 import pe_panoptic  # noqa: E402,F401
-from pe_panoptic.engine.checkpoint_io import TRUST_PICKLE_HELP, load_weights  # noqa: E402
-from pe_panoptic.engine.config_overrides import load_config  # noqa: E402
+from pe_panoptic.engine.checkpoint_io import TRUST_PICKLE_HELP  # noqa: E402
+from pe_panoptic.engine import predictor  # noqa: E402
+from pe_panoptic.engine.device import resolve_device  # noqa: E402
 from pe_panoptic.export.exporter import (  # noqa: E402
     ONNX_OPSET,
     ExportableNetwork,
@@ -48,17 +49,11 @@ logger = logging.getLogger("pe_panoptic.export.exporter")
 
 def load_model(config_file: str, weights: Optional[str], opts: List[str], device: str, trust_pickle: bool = False):
     """Model of a LazyConfig in eval mode, with weights loaded strictly (random init without)."""
-    from detectron2.config import instantiate
-
     if not os.path.isfile(config_file):
         raise FileNotFoundError(f"--config-file {config_file!r} not found")
-    cfg = load_config(config_file, opts)
-    model = instantiate(cfg.model).to(device).eval()
-    if weights:
-        load_weights(model, weights, trust_pickle=trust_pickle)
-    else:
+    if not weights:
         logger.warning("no --weights: exporting a randomly initialized model")
-    return cfg, model
+    return predictor.load_model(config_file, opts, weights, device, trust_pickle, missing_weights="ignore")
 
 
 def config_test_size(cfg) -> Optional[int]:
@@ -131,9 +126,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> dict:
     args = get_parser().parse_args(argv)
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(args.device)
     cfg, model = load_model(args.config_file, args.weights or None, args.opts, device, args.trust_pickle)
     p = int(model.size_divisibility)
     resize = config_test_size(cfg)

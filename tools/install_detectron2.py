@@ -14,15 +14,13 @@ C++ sources and predates the upstream fixes for numpy 2 / Pillow 10+. This scrip
 Users with full internet can instead install detectron2 from its official source
 (see docs/install.md); pe_panoptic works with either.
 """
-import argparse
-import hashlib
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tarfile
-import tempfile
+
+import sdist_install  # tools/sdist_install.py (the running script's directory is on sys.path)
+from sdist_install import Sdist
 
 SDIST_NAME = "pb1-detectron2-0.6.tar.gz"
 SDIST_SHA256 = "5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
@@ -110,56 +108,18 @@ PATCHES = [
 ]
 
 
-def log(msg):
-    print(f"[install_detectron2] {msg}", flush=True)
-
-
-def sha256_of(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+SDIST = Sdist(requirement="pb1-detectron2==0.6", file_name=SDIST_NAME, sha256=SDIST_SHA256,
+              src_dir="pb1-detectron2-0.6", egg_info="pb1_detectron2.egg-info", tool="install_detectron2", what="detectron2")
+log = SDIST.log
 
 
 def fetch_sdist(dest_dir, sdist=None):
-    if sdist is None:
-        # pip fetches it from the configured index and checks the pinned hash itself
-        # (--require-hashes); torch must already be installed since setup.py imports it.
-        req = os.path.join(dest_dir, "requirements-d2.txt")
-        with open(req, "w") as f:
-            f.write(f"pb1-detectron2==0.6 --hash=sha256:{SDIST_SHA256}\n")
-        log("pip download pb1-detectron2==0.6 (sdist, hash-checked)")
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
-             "--no-build-isolation", "--require-hashes", "-r", req, "-d", dest_dir],
-            check=True,
-        )
-        sdist = os.path.join(dest_dir, SDIST_NAME)
-    digest = sha256_of(sdist)
-    if digest != SDIST_SHA256:
-        raise SystemExit(
-            f"[install_detectron2] {sdist}: sha256 {digest} does not match the pinned "
-            f"{SDIST_SHA256}; refusing to install an unknown detectron2 source."
-        )
-    log(f"sha256 ok: {sdist}")
-    return sdist
+    """The hash-checked sdist (:meth:`sdist_install.Sdist.fetch`)."""
+    return SDIST.fetch(dest_dir, sdist)
 
 
 def apply_patches(src_root):
-    for rel, old, new, count, why in PATCHES:
-        path = os.path.join(src_root, rel)
-        with open(path) as f:
-            text = f.read()
-        found = text.count(old)
-        if found != count:
-            raise SystemExit(
-                f"[install_detectron2] {rel}: expected {count} occurrence(s) of {old!r}, "
-                f"found {found}; the sdist is not the one these patches were written for."
-            )
-        with open(path, "w") as f:
-            f.write(text.replace(old, new))
-        log(f"patched {rel} ({why})")
+    SDIST.apply(src_root, PATCHES)
     with open(os.path.join(src_root, "detectron2", "_C_missing.py"), "w") as f:
         f.write(_C_MISSING)
     with open(os.path.join(src_root, "detectron2", "_pe_panoptic_patches.py"), "w") as f:
@@ -181,7 +141,7 @@ def apply_patches(src_root):
 
 def patch_id():
     """Identifies the patch set: an install made with other patches is redone."""
-    return hashlib.sha256((repr(PATCHES) + _C_MISSING).encode()).hexdigest()[:16]
+    return sdist_install.patch_id(PATCHES, _C_MISSING)
 
 
 def installed_ok():
@@ -203,39 +163,8 @@ def installed_ok():
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sdist", help="local copy of pb1-detectron2-0.6.tar.gz (checked by sha256)")
-    ap.add_argument("--force", action="store_true", help="reinstall even if already installed")
-    ap.add_argument("--keep-build", help="directory in which to keep the patched source tree")
-    args = ap.parse_args()
-
-    if not args.force:
-        have = installed_ok()
-        if have:
-            log(f"already installed: detectron2 {have}")
-            return
-    work = tempfile.mkdtemp(prefix="d2build-")
-    try:
-        sdist = fetch_sdist(work, args.sdist)
-        with tarfile.open(sdist) as tar:
-            tar.extractall(work, filter="data")
-        src_root = os.path.join(work, "pb1-detectron2-0.6")
-        shutil.rmtree(os.path.join(src_root, "pb1_detectron2.egg-info"), ignore_errors=True)
-        apply_patches(src_root)
-        if args.keep_build:
-            shutil.copytree(src_root, args.keep_build, dirs_exist_ok=True)
-        log("pip install --no-deps --no-build-isolation (no C++ extension)")
-        subprocess.run(
-            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-             "--no-cache-dir", src_root],
-            check=True,
-        )
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    have = installed_ok()
-    if not have:
-        raise SystemExit("[install_detectron2] detectron2 does not import after installation")
-    log(f"installed detectron2 {have}")
+    args = sdist_install.parser(__doc__, SDIST_NAME).parse_args()
+    SDIST.install(args, apply_patches, installed_ok, note="no C++ extension")
 
 
 if __name__ == "__main__":

@@ -20,14 +20,12 @@ no op sources, and (c) one of its edits breaks upstream's own model building. Th
 Users with full internet can instead use an upstream checkout on ``PYTHONPATH`` (see docs/install.md);
 this script then does nothing.
 """
-import argparse
-import hashlib
 import os
-import shutil
 import subprocess
 import sys
-import tarfile
-import tempfile
+
+import sdist_install  # tools/sdist_install.py (the running script's directory is on sys.path)
+from sdist_install import Sdist
 
 SDIST_NAME = "maskformer2-0.1.tar.gz"
 SDIST_SHA256 = "d934e3378e86cc326129eeda18ca1097cf32d9c248dc8e957a14899d9241602a"
@@ -71,66 +69,28 @@ PATCHES = [
 ]
 
 
-def log(msg):
-    print(f"[install_mask2former] {msg}", flush=True)
-
-
-def sha256_of(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+SDIST = Sdist(requirement="maskformer2==0.1", file_name=SDIST_NAME, sha256=SDIST_SHA256, src_dir="maskformer2-0.1",
+              egg_info="maskformer2.egg-info", tool="install_mask2former", what="Mask2Former")
+log = SDIST.log
 
 
 def fetch_sdist(dest_dir, sdist=None):
-    if sdist is None:
-        # pip fetches it from the configured index and checks the pinned hash itself
-        # (--require-hashes); torch must already be installed since setup.py imports it.
-        req = os.path.join(dest_dir, "requirements-m2f.txt")
-        with open(req, "w") as f:
-            f.write(f"maskformer2==0.1 --hash=sha256:{SDIST_SHA256}\n")
-        log("pip download maskformer2==0.1 (sdist, hash-checked)")
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
-             "--no-build-isolation", "--require-hashes", "-r", req, "-d", dest_dir],
-            check=True,
-        )
-        sdist = os.path.join(dest_dir, SDIST_NAME)
-    digest = sha256_of(sdist)
-    if digest != SDIST_SHA256:
-        raise SystemExit(
-            f"[install_mask2former] {sdist}: sha256 {digest} does not match the pinned "
-            f"{SDIST_SHA256}; refusing to install an unknown Mask2Former source."
-        )
-    log(f"sha256 ok: {sdist}")
-    return sdist
+    """The hash-checked sdist (:meth:`sdist_install.Sdist.fetch`)."""
+    return SDIST.fetch(dest_dir, sdist)
 
 
 def apply_patches(src_root):
-    for rel, old, new, count, why in PATCHES:
-        path = os.path.join(src_root, rel)
-        with open(path) as f:
-            text = f.read()
-        found = text.count(old)
-        if found != count:
-            raise SystemExit(
-                f"[install_mask2former] {rel}: expected {count} occurrence(s) of {old!r}, "
-                f"found {found}; the sdist is not the one these patches were written for."
-            )
-        with open(path, "w") as f:
-            f.write(text.replace(old, new))
-        log(f"patched {rel} ({why})")
+    SDIST.apply(src_root, PATCHES)
     crit = os.path.join(src_root, "mask2former", "modeling", "criterion.py")
-    if sha256_of(crit) != UPSTREAM_CRITERION_SHA256:
-        raise SystemExit(f"[install_mask2former] {crit}: after patching it differs from {UPSTREAM}'s criterion.py")
+    if sdist_install.sha256_of(crit) != UPSTREAM_CRITERION_SHA256:
+        raise SDIST.fail(f"{crit}: after patching it differs from {UPSTREAM}'s criterion.py")
     with open(os.path.join(src_root, "mask2former", "_pe_panoptic_patches.py"), "w") as f:
         f.write(f'"""Written by pe_panoptic\'s tools/install_mask2former.py."""\nPATCH_ID = "{patch_id()}"\n')
 
 
 def patch_id():
     """Identifies the patch set: an install made with other patches is redone."""
-    return hashlib.sha256(repr(PATCHES).encode()).hexdigest()[:16]
+    return sdist_install.patch_id(PATCHES)
 
 
 # An upstream checkout (no __version__) is accepted as it is; the sdist's code must carry this
@@ -156,39 +116,8 @@ def installed_ok():
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sdist", help="local copy of maskformer2-0.1.tar.gz (checked by sha256)")
-    ap.add_argument("--force", action="store_true", help="reinstall even if already installed")
-    ap.add_argument("--keep-build", help="directory in which to keep the patched source tree")
-    args = ap.parse_args()
-
-    if not args.force:
-        have = installed_ok()
-        if have:
-            log(f"already installed: mask2former {have}")
-            return
-    work = tempfile.mkdtemp(prefix="m2fbuild-")
-    try:
-        sdist = fetch_sdist(work, args.sdist)
-        with tarfile.open(sdist) as tar:
-            tar.extractall(work, filter="data")
-        src_root = os.path.join(work, "maskformer2-0.1")
-        shutil.rmtree(os.path.join(src_root, "maskformer2.egg-info"), ignore_errors=True)
-        apply_patches(src_root)
-        if args.keep_build:
-            shutil.copytree(src_root, args.keep_build, dirs_exist_ok=True)
-        log("pip install --no-deps --no-build-isolation (no C++/CUDA op)")
-        subprocess.run(
-            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-             "--no-cache-dir", src_root],
-            check=True,
-        )
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    have = installed_ok()
-    if not have:
-        raise SystemExit("[install_mask2former] mask2former does not import after installation")
-    log(f"installed mask2former {have}")
+    args = sdist_install.parser(__doc__, SDIST_NAME).parse_args()
+    SDIST.install(args, apply_patches, installed_ok, note="no C++/CUDA op")
 
 
 if __name__ == "__main__":

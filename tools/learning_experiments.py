@@ -118,16 +118,22 @@ def score_postprocess(out, overrides, spec, args) -> dict:
 
 def table(results: dict) -> str:
     pp = list(dict.fromkeys(k for r in results.values() for k in (r.get("postprocess") or {})))
-    head = ("| variant | overrides | " + " | ".join(COLUMNS) + "".join(f" | PQ_th {k}" for k in pp)
-            + " | thing-code norm | cos l=0 | cos l=3 | loss_inst | DICE | min |")
-    lines = [head, "|" + "---|" * (len(COLUMNS) + len(pp) + 9)]
+    from pe_panoptic.studies.tables import format_table
+
+    header = (["variant", "overrides", *COLUMNS] + [f"PQ_th {k}" for k in pp]
+              + ["thing-code norm", "cos l=0", "cos l=3", "loss_inst", "DICE", "min"])
+    rows = []
     for name, r in results.items():
-        cells = [f"{r[k]:.1f}" if r.get(k) is not None else "-" for k in COLUMNS]
-        cells += [f"{r['postprocess'][k]:.1f}" if (r.get("postprocess") or {}).get(k) is not None else "-" for k in pp]
-        diag = [f"{r[k]:.2f}" if r.get(k) is not None else "-" for k in DIAG]
+        post = r.get("postprocess") or {}
         ov = ", ".join(f"`{o}`" for o in r["overrides"]) or "(base recipe)"
-        lines.append(f"| {name} | {ov} | " + " | ".join(cells + diag) + f" | {r['wall_s'] / 60:.0f} |")
-    return "\n".join(lines)
+        rows.append([name, ov] + [_float(r.get(k)) for k in COLUMNS] + [_float(post.get(k)) for k in pp]
+                    + [_float(r.get(k)) for k in DIAG] + [f"{r['wall_s'] / 60:.0f}"])
+    fmts = [None, None] + [".1f"] * (len(COLUMNS) + len(pp)) + [".2f"] * len(DIAG) + [None]
+    return format_table(header, rows, floatfmt=fmts)
+
+
+def _float(v):
+    return None if v is None else float(v)
 
 
 def main(argv=None):

@@ -23,10 +23,11 @@ import tempfile
 import pe_panoptic  # noqa: E402,F401  (registers everything)
 from detectron2.config import instantiate  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
-from pe_panoptic.engine.checkpoint_io import TRUST_PICKLE_HELP, load_weights  # noqa: E402
-from pe_panoptic.engine.config_overrides import load_config  # noqa: E402
-from pe_panoptic.engine.trainer import default_device, jsonable  # noqa: E402
+from pe_panoptic.engine.checkpoint_io import TRUST_PICKLE_HELP  # noqa: E402
+from pe_panoptic.engine.predictor import load_model  # noqa: E402
+from pe_panoptic.engine.trainer import jsonable  # noqa: E402
 from pe_panoptic.evaluation.variants import evaluate_postprocess_variants, variant_name  # noqa: E402
+from pe_panoptic.studies.tables import format_table  # noqa: E402
 
 #: the decoders compared: PostProcessConfig field overrides
 VARIANTS = (
@@ -55,13 +56,13 @@ def ensure_dataset(name: str) -> None:
 
 
 def table(results: dict) -> str:
-    lines = ["| dataset | decoder | " + " | ".join(COLUMNS) + " | post ms/img |", "|" + "---|" * (len(COLUMNS) + 3)]
+    rows = []
     for dataset, per in results.items():
         for name, res in per.items():
             pan = res.get("panoptic_seg", {})
-            cells = ["-" if pan.get(k) is None else f"{float(pan[k]):.1f}" for k in COLUMNS]
-            lines.append(f"| {dataset} | {name} | " + " | ".join(cells) + f" | {res['postprocess_ms_per_image']:.1f} |")
-    return "\n".join(lines)
+            rows.append([dataset, name] + [None if pan.get(k) is None else float(pan[k]) for k in COLUMNS]
+                        + [float(res["postprocess_ms_per_image"])])
+    return format_table(["dataset", "decoder", *COLUMNS, "post ms/img"], rows, floatfmt=".1f")
 
 
 def main(argv=None) -> dict:
@@ -79,11 +80,7 @@ def main(argv=None) -> dict:
     setup_logger(name="pe_panoptic")
     if not os.path.isfile(args.checkpoint):
         raise SystemExit(f"checkpoint not found: {args.checkpoint}")
-    cfg = load_config(args.config_file, args.opts)
-    device = cfg.train.get("device", "auto")
-    device = default_device() if device in (None, "auto") else device
-    model = instantiate(cfg.model).to(device)
-    load_weights(model, args.checkpoint, trust_pickle=args.trust_pickle)
+    cfg, model = load_model(args.config_file, args.opts, args.checkpoint, None, args.trust_pickle)
     results = {}
     for dataset in args.datasets:
         ensure_dataset(dataset)

@@ -52,33 +52,25 @@ def visualize(config_file: str, checkpoint: str, out_dir: str, num_images: int, 
     from PIL import Image
 
     import pe_panoptic  # noqa: F401
-    from detectron2.config import instantiate
-    from detectron2.data import MetadataCatalog
+    from detectron2.data import DatasetCatalog
     from detectron2.utils.visualizer import ColorMode, Visualizer
 
-    from pe_panoptic.engine.checkpoint_io import load_weights
-    from pe_panoptic.engine.config_overrides import load_config
+    from pe_panoptic.engine.predictor import Predictor
 
-    cfg = load_config(config_file, opts)
-    cfg.train.device = "cpu"
-    model = instantiate(cfg.model).eval()
-    load_weights(model, checkpoint)
-    loader = instantiate(cfg.dataloader.test)
-    dataset_name = cfg.dataloader.test.dataset.names
-    dataset_name = dataset_name if isinstance(dataset_name, str) else dataset_name[0]
-    meta = MetadataCatalog.get(dataset_name)
+    pred = Predictor.from_config(config_file, opts, checkpoint, device="cpu", missing_weights="error")
+    names = pred.cfg.dataloader.test.dataset.names
+    dataset = DatasetCatalog.get(names if isinstance(names, str) else names[0])
+    meta = pred.metadata
     paths = []
     with torch.no_grad():
-        for i, batch in enumerate(loader):
-            if i >= num_images:
-                break
-            out = model(batch)[0]
-            img = np.asarray(Image.open(batch[0]["file_name"]).convert("RGB"))
+        for i, d in enumerate(dataset[:num_images]):
+            out = pred(d["file_name"])
+            img = np.asarray(Image.open(d["file_name"]).convert("RGB"))
             seg, info = out["panoptic_seg"]
             vis = Visualizer(img, meta, scale=2.0, instance_mode=ColorMode.IMAGE)
-            pred = vis.draw_panoptic_seg(seg.cpu(), info).get_image()
-            path = os.path.join(out_dir, f"vis_{i:02d}_{os.path.splitext(os.path.basename(batch[0]['file_name']))[0]}.png")
-            Image.fromarray(np.concatenate([np.asarray(Image.fromarray(img).resize(pred.shape[1::-1])), pred], 1)).save(path)
+            drawn = vis.draw_panoptic_seg(seg.cpu(), info).get_image()
+            path = os.path.join(out_dir, f"vis_{i:02d}_{os.path.splitext(os.path.basename(d['file_name']))[0]}.png")
+            Image.fromarray(np.concatenate([np.asarray(Image.fromarray(img).resize(drawn.shape[1::-1])), drawn], 1)).save(path)
             paths.append(path)
     return paths
 

@@ -35,7 +35,6 @@ import logging
 import os
 
 
-import torch  # noqa: E402
 
 import pe_panoptic  # noqa: E402,F401  (registers everything)
 from detectron2.config import instantiate  # noqa: E402
@@ -45,11 +44,11 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format  # noqa
 from detectron2.utils import comm  # noqa: E402
 from pe_panoptic.engine.checkpoint_io import TRUST_PICKLE_HELP, StrictCheckpointer  # noqa: E402
 from pe_panoptic.engine.config_overrides import load_config  # noqa: E402
+from pe_panoptic.engine.device import resolve_device as resolve_device_name  # noqa: E402
 from pe_panoptic.engine.trainer import (  # noqa: E402
     IterationSeedHook,
     PETrainer,
     ddp_kwargs,
-    default_device,
     jsonable,
     maybe_compile,
 )
@@ -62,11 +61,10 @@ logger = logging.getLogger("detectron2")
 
 
 def resolve_device(cfg) -> str:
-    device = cfg.train.get("device", "auto")
-    if device in (None, "auto"):
-        device = default_device()
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device={device!r} but CUDA is not available (use train.device=auto or cpu)")
+    try:
+        device = resolve_device_name(cfg.train.get("device", "auto"), "train.device")
+    except ValueError as e:
+        raise RuntimeError(str(e)) from None
     if device.startswith("cuda") and comm.get_world_size() > 1:
         device = f"cuda:{comm.get_local_rank()}"
     cfg.train.device = device
@@ -110,7 +108,7 @@ def do_train(args, cfg):
         amp=bool(amp.get("enabled", False)), amp_dtype=amp.get("dtype", "bf16"),
         accumulate_steps=accumulate_steps,
         clip_grad_norm=cfg.train.get("clip_grad_norm", None), device=device,
-        seed=seed,  # one task per optimizer step (model.task_probs), identical on all processes
+        seed=seed,  # one task per optimizer step (dataloader.train.task_probs), identical on all processes
     )
     checkpointer = StrictCheckpointer(model, cfg.train.output_dir, trainer=trainer, trust_pickle=args.trust_pickle,
                                       allow_mismatch=cfg.train.get("init_checkpoint_allow_mismatch", None) or ())

@@ -52,7 +52,10 @@ def jsonable(x):
 
 
 def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    """``cuda`` when available, else ``cpu`` (:func:`pe_panoptic.engine.device.resolve_device`)."""
+    from pe_panoptic.engine.device import resolve_device
+
+    return resolve_device("auto")
 
 
 def autocast_context(device: str, enabled: bool, dtype: str = "bf16"):
