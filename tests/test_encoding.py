@@ -185,7 +185,7 @@ def test_code_diagnostics_only_for_the_positional_code():
         bins.targets(uv, valid), uv, valid)
 
 
-def test_no_dispatch_on_encoding_type_or_name_outside_encoding_py():
+def test_no_dispatch_on_encoding_type_or_name_outside_the_encoding_package():
     """Behaviour belongs on the encoding classes: nothing else branches on their type or name."""
     import pathlib
     import re
@@ -198,7 +198,47 @@ def test_no_dispatch_on_encoding_type_or_name_outside_encoding_py():
                      r"|\w*enc\w*\.name\s*\]"  # TABLE[encoding.name]
                      r"|getattr\(\s*\w*enc\w*\s*,")  # getattr(encoding, "L", 4)
     files = [p for d in ("pe_panoptic", "tools") for p in (root / d).rglob("*.py")
-             if p != root / "pe_panoptic" / "encoding.py"]
+             if (root / "pe_panoptic" / "encoding") not in p.parents]
     offenders = [f"{p.relative_to(root)}:{text[:m.start()].count(chr(10)) + 1}: {m.group(0)}"
                  for p in sorted(files) for text in [p.read_text()] for m in bad.finditer(text)]
     assert not offenders, offenders
+
+
+def test_squared_norm_switch_and_void_weight():
+    """The void study's two switches: ``norm="squared"`` squares each block's error of Eq. 4, and
+    ``void_weight`` scales the instance weight of void pixels (1 = the paper, 0 = paper_v1's no void)."""
+    import numpy as np
+
+    from pe_panoptic.data.targets import panoptic_targets
+    from pe_panoptic.encoding import PositionalEncoding, build_encoding
+
+    g = torch.Generator().manual_seed(0)
+    pred, target = torch.randn(2, 16, 5, 6, generator=g), torch.randn(2, 16, 5, 6, generator=g)
+    du = torch.linalg.vector_norm(pred[:, :8] - target[:, :8], dim=1)
+    dv = torch.linalg.vector_norm(pred[:, 8:] - target[:, 8:], dim=1)
+    torch.testing.assert_close(PositionalEncoding(4).code_loss(pred, target), 0.5 * (du + dv))
+    sq = build_encoding("pe", 4, norm="squared")
+    torch.testing.assert_close(sq.code_loss(pred, target), 0.5 * (du ** 2 + dv ** 2))
+    assert sq.to_spec() == {"name": "pe", "num_harmonics": 4, "norm": "squared"}
+    assert PositionalEncoding(4).to_spec() == {"name": "pe", "num_harmonics": 4}
+    assert sq.from_spec(sq.to_spec()).norm == "squared"
+    with pytest.raises(ValueError, match="norm must be one of"):
+        PositionalEncoding(4, norm="l1")
+    with pytest.raises(ValueError, match="applies to the 'pe' encoding only"):
+        build_encoding("rgb", norm="squared")
+
+    pan = np.zeros((8, 8), np.int64)
+    pan[:, :4] = 1  # stuff
+    pan[2:6, 5:7] = 2  # a thing; the rest is unlabeled void
+    segs = [{"id": 1, "category_id": 3, "iscrowd": 0, "isthing": False},
+            {"id": 2, "category_id": 0, "iscrowd": 0, "isthing": True}]
+    kw = dict(input_hw=(8, 8), output_hw=(8, 8), use_eds=False)
+    full = panoptic_targets(pan, segs, **kw)["inst_weight"]
+    third = panoptic_targets(pan, segs, void_weight=0.3, **kw)["inst_weight"]
+    none = panoptic_targets(pan, segs, include_void=False, **kw)["inst_weight"]
+    thing = torch.from_numpy(pan == 2)
+    assert torch.equal(full, torch.ones(8, 8))
+    assert torch.equal(third[thing], full[thing]) and torch.allclose(third[~thing], torch.full_like(third[~thing], 0.3))
+    assert torch.equal(none, thing.float())
+    with pytest.raises(ValueError, match="void_weight must be >= 0"):
+        panoptic_targets(pan, segs, void_weight=-1.0, **kw)

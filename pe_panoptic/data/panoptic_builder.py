@@ -28,7 +28,7 @@ class PanopticTargets:
             (``thing_dataset_id_to_contiguous_id``) and the number of classes (``stuff_classes``,
             to validate ``category_id``). A segment's own ``isthing`` flag, when present, is used as is.
         thing_ids: contiguous thing class ids (instead of / overriding the metadata).
-        ignore_label, eds_D, eds_w_min, use_eds, include_void: see
+        ignore_label, eds_D, eds_w_min, use_eds, include_void, void_weight: see
             :func:`pe_panoptic.data.targets.panoptic_targets` (``eds_D`` in input pixels).
         optional: ``False``: a training sample must have a ``pan_seg_file_name``; ``True``: only
             the dicts that have one get panoptic targets (mixed panoptic + depth datasets).
@@ -38,10 +38,11 @@ class PanopticTargets:
 
     def __init__(self, *, dataset_name: Optional[str] = None, thing_ids: Optional[Iterable[int]] = None,
                  ignore_label: int = 255, eds_D: float = 20.0, eds_w_min: float = 0.0, use_eds: bool = True,
-                 include_void: bool = True, optional: bool = False):
+                 include_void: bool = True, void_weight: float = 1.0, optional: bool = False):
         self.ignore_label = int(ignore_label)
         self.target_kwargs = dict(ignore_label=self.ignore_label, eds_D=float(eds_D), eds_w_min=float(eds_w_min),
-                                  use_eds=bool(use_eds), include_void=bool(include_void))
+                                  use_eds=bool(use_eds), include_void=bool(include_void),
+                                  void_weight=float(void_weight))
         self.optional = bool(optional)
         self.num_classes: Optional[int] = None
         meta_things: Optional[Set[int]] = None

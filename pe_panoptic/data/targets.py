@@ -218,6 +218,7 @@ def panoptic_targets(
     eds_w_min: float = 0.0,
     use_eds: bool = True,
     include_void: bool = True,
+    void_weight: float = 1.0,
 ) -> Dict[str, torch.Tensor]:
     """Per-pixel training targets at ``output_hw`` from the panoptic id map at ``input_hw``.
 
@@ -238,7 +239,9 @@ def panoptic_targets(
       have at least one output pixel (ordered by segment id), so ``K = inst_ids.max()``.
     * ``inst_weight`` [h, w] float32: EDS weights (Eq. 5) of the instance map (stuff/unlabeled
       = one label, each instance and each crowd region its own label), or 1 without EDS; 0 on
-      void (non-instance) pixels if ``include_void=False`` (paper_v1 Table 2); always 0 on crowd
+      void (non-instance) pixels if ``include_void=False`` (paper_v1 Table 2), scaled by
+      ``void_weight`` there otherwise (1 = the paper; the void study of docs/experiments.md
+      varies it); always 0 on crowd
       pixels: a crowd region is many unlabeled instances, so neither an instance code nor the void
       code is a correct target there and it is ignored by the instance losses.
     * ``sem_weight`` [h, w] float32: EDS weights of the panoptic segment map (each segment and
@@ -304,8 +307,12 @@ def panoptic_targets(
     else:
         inst_weight = np.ones((h, w), np.float32)
         sem_weight = np.ones((h, w), np.float32)
+    if not void_weight >= 0.0:
+        raise ValueError(f"panoptic_targets: void_weight must be >= 0, got {void_weight}")
     if not include_void:
         inst_weight[~inst_valid] = 0.0
+    elif void_weight != 1.0:
+        inst_weight[~inst_valid] *= np.float32(void_weight)
     inst_weight[crowd] = 0.0
     sem_weight[sem_seg == ignore_label] = 0.0
 
