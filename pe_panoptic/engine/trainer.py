@@ -26,8 +26,6 @@ from pe_panoptic.modeling.meta_arch import split_diagnostics
 __all__ = [
     "jsonable",
     "PETrainer",
-    "build_evaluators",
-    "launch",
     "default_device",
     "autocast_context",
     "IterationSeedHook",
