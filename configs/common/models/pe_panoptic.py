@@ -17,7 +17,7 @@ model = L(PixelCentroidHead)(
     # input channels = the backbone's (len(out_indices) x embed_dim): the model builds the decoder
     decoder=L(transposed_conv_decoder)(width=256, num_upsample=3),
     decoder_width="${.decoder.width}",
-    encoding=dict(name="pe", num_harmonics=4, num_bins=80),
+    encoding=dict(name="pe", num_harmonics=4, num_bins=80, norm="l2"),  # norm: "l2" = Eq. 4 (paper), "squared" (follow-up)
     dataset_name="coco_2017_train_panoptic",
     tasks=("sem", "inst"),
     # every batch trains all `tasks` (summed losses) unless its inputs declare theirs: one task
