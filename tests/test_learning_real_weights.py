@@ -1,10 +1,11 @@
 """Instance learning that generalizes, in the suite's budget: fine-tuning from the REAL DINOv2
 ViT-S/14 weights (`make weights`) separates thing instances on images the model never saw.
 
-`configs/synthetic/pe_vits_probe.py` (the demo recipe with the first 2 pretrained blocks) trains
+`configs/synthetic/pe_vits_probe.py` (the demo recipe -- the paper's head -- with the first 2
+pretrained blocks) and `pe_vits_probe_offset.py` (the offset-head switch) each train
 through tools/train_net.py on the 32 training images of the small synthetic variant and is scored
 by detectron2's COCOPanopticEvaluator on its 16 unseen val images. The thresholds are the measured
-values (docs/experiments.md "Instance learning with real weights", this CPU) minus a margin; an untrained model
+values (docs/experiments.md "The paper's head in the demo", this CPU) minus a margin; an untrained model
 scores PQ_th 0. Like test_weights.py, it fails (does not skip) without the weights.
 """
 import json
