@@ -35,3 +35,11 @@ EXPERIMENTS = {
     "bins_ce_void": VOID + SEM + ["model.encoding.name=bins"],
     "rgb_void": VOID + SEM + ["model.encoding.name=rgb"],
 }
+
+# added after the first results (the ICML setting learned on this probe): is it the head lr?
+# and what do things from the code norm (the paper's decoding, void_source="instance") score?
+EXPERIMENTS.update({
+    "icml_void_hlr1": VOID + SEM + ["optimizer.params.head_lr_multiplier=1.0"],
+    "no_void_hlr1": NO_VOID + SEM + ["optimizer.params.head_lr_multiplier=1.0"],
+    "icml_void_instance_void": VOID + ["+model.postprocess.void_source=instance"],
+})
