@@ -39,7 +39,9 @@ def sample(h=56, w=56, seed=0, out_num=8):
 
 
 def test_training_returns_finite_losses_and_backpropagates():
-    model = tiny_model().train()
+    plain = tiny_model().train()
+    assert all(k.startswith("loss_") for k in plain([sample(seed=0)])), "diagnostics are off by default"
+    model = tiny_model(diagnostics=True).train()
     losses, diag = split_diagnostics(model([sample(seed=0), sample(seed=1)]))
     assert {"loss_sem", "loss_inst", "loss_inst_dice", "loss_inst_tv", "loss_sem_tv"} <= set(losses)
     assert all(k.startswith("loss_") for k in losses)
@@ -82,7 +84,7 @@ def test_forward_is_a_pure_function_of_the_batch():
     from detectron2.utils.events import _CURRENT_STORAGE_STACK
 
     assert not _CURRENT_STORAGE_STACK  # no EventStorage, no trainer
-    model = tiny_model().train()
+    model = tiny_model(diagnostics=True).train()
     batch = [sample(seed=0), sample(seed=1)]
     params = {k: v.clone() for k, v in model.named_parameters()}
     first = model(batch)

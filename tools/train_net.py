@@ -87,6 +87,8 @@ def do_test(cfg, model):
 
 def do_train(args, cfg):
     device = resolve_device(cfg)
+    if cfg.train.get("learning_curve", False) and "diagnostics" in cfg.model:
+        cfg.model.diagnostics = True  # the instance-code diagnostics of the learning curve (PETrainer logs them)
     model = instantiate(cfg.model)
     logger.info("Model:\n{}".format(model))
     model.to(device)

@@ -135,6 +135,7 @@ class PixelCentroidHead(nn.Module):
         decode_at: str = "output",
         semantic_output: str = "labels",
         ignore_label: int = 255,
+        diagnostics: bool = False,
     ):
         super().__init__()
         if task_probs is not _MOVED:
@@ -186,6 +187,10 @@ class PixelCentroidHead(nn.Module):
         self.depth = depth
         self.decode_at = decode_at
         self.semantic_output = semantic_output
+        # training outputs also carry detached instance-code diagnostics (keys "diag/...") when
+        # True: PETrainer logs them apart from the loss (tools/train_net.py turns it on with
+        # train.learning_curve); off by default, so any trainer that sums the output sums losses
+        self.diagnostics = bool(diagnostics)
         self.input_format = input_format
         self.ignore_label = ignore_label
         self.size_divisibility = int(getattr(backbone, "size_divisibility", 14) or 14)
@@ -296,7 +301,7 @@ class PixelCentroidHead(nn.Module):
             losses = {"loss_zero": zero}
         else:
             losses[first] = losses[first] + zero
-        if "inst" in tasks:
+        if self.diagnostics and "inst" in tasks:
             losses.update(self.instance_diagnostics(outputs["inst"], targets))
         return losses
 

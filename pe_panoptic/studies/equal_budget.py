@@ -25,7 +25,7 @@ __all__ = ["TrainRun", "run_train_net", "training_speed", "train_within_budget",
 
 logger = logging.getLogger(__name__)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout (pe_panoptic/studies/..)
 TRAIN_NET = os.path.join(ROOT, "tools", "train_net.py")
 _SPEED = re.compile(r"Overall training speed: (\d+) iterations in \S+ \(([0-9.]+) s / it\)")
 

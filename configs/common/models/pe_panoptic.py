@@ -34,4 +34,5 @@ model = L(PixelCentroidHead)(
     max_depth=10.0,
     decode_at="output",
     semantic_output="labels",  # sem_seg as the [H, W] class map ("probs": [N, H, W], small images only)
+    diagnostics=False,  # training outputs carry "diag/..." instance-code diagnostics (train_net: on with train.learning_curve)
 )
