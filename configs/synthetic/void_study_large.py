@@ -4,7 +4,7 @@
 #   python tools/learning_experiments.py --spec configs/synthetic/void_study_large.py --output output/void_study_large
 # Base: configs/synthetic/pe_vits_probe_large.py (the probe at 224 px on that variant).
 BASE = "configs/synthetic/pe_vits_probe_large.py"
-ITERS = 300
+ITERS = 200
 EVAL_PERIOD = 100
 POSTPROCESS = {}
 
