@@ -17,6 +17,7 @@ import os
 import time
 
 from pe_panoptic.data.synthetic import SceneConfig, VARIANTS, default_synthetic_root, generate_synthetic_panoptic
+from pe_panoptic.data.synthetic.files import ForeignFilesError
 
 
 def parse_args(argv=None):
@@ -35,6 +36,9 @@ def parse_args(argv=None):
                    help="image size: one value (square) or H W; multiples of 14 suit DINOv2 "
                         "(default 168; small: 112)")
     p.add_argument("--force", action="store_true", help="regenerate even if up to date")
+    p.add_argument("--delete-foreign-files", action="store_true",
+                   help="when regenerating, also delete files in the dataset's folders that the generator "
+                   "did not write (by default it refuses, naming them, and deletes nothing)")
     args = p.parse_args(argv)
     if args.size is not None and len(args.size) not in (1, 2):
         p.error(f"--size takes one value or two (H W), got {args.size}")
@@ -69,7 +73,11 @@ def main(argv=None) -> dict:
             params[key] = getattr(args, key)
     root = args.root or os.path.join(os.path.dirname(default_synthetic_root()), folder)
     t0 = time.time()
-    manifest = generate_synthetic_panoptic(root, force=args.force, progress=True, **params)
+    try:
+        manifest = generate_synthetic_panoptic(root, force=args.force, progress=True,
+                                               delete_foreign=args.delete_foreign_files, **params)
+    except ForeignFilesError as e:
+        raise SystemExit(f"prepare_synthetic.py: {e}") from e
     print(format_summary(manifest))
     print(f"  ({time.time() - t0:.1f} s)")
     return manifest

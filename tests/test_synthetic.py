@@ -432,3 +432,45 @@ def _load_prepare_script():
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     return script
+
+
+def test_never_deletes_files_it_did_not_write(tmp_path, capsys):
+    """Issue 22 BAD 1: regenerating into a folder holding the user's own files refuses (naming them)
+    and deletes nothing; --delete-foreign-files deletes them on purpose."""
+    path = ROOT / "datasets" / "prepare_synthetic.py"
+    spec = importlib.util.spec_from_file_location("prepare_synthetic", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    root = tmp_path / "mine"
+    (root / "train").mkdir(parents=True)
+    (root / "val" / "sub").mkdir(parents=True)
+    (root / "train" / "holiday.jpg").write_bytes(b"my photo")
+    (root / "val" / "sub" / "notes.txt").write_text("keep")
+    (root / "annotations").mkdir()
+    (root / "annotations" / "panoptic_val.json").write_text('{"info": {"description": "mine"}}')
+    argv = ["--root", str(root), "--num-train", "2", "--num-val", "2", "--size", "56"]
+    with pytest.raises(SystemExit) as e:
+        script.main(argv)
+    msg = str(e.value)
+    for name in ("holiday.jpg", "sub", "panoptic_val.json", "--delete-foreign-files"):
+        assert name in msg
+    assert (root / "train" / "holiday.jpg").read_bytes() == b"my photo"
+    assert (root / "val" / "sub" / "notes.txt").read_text() == "keep"
+    assert not (root / "manifest.json").exists() and not (root / "train" / "000000000001.jpg").exists()
+
+    # an own dataset is replaced (its files recognized), but a user file added later still refuses
+    clean = tmp_path / "clean"
+    script.main(["--root", str(clean), "--num-train", "2", "--num-val", "1", "--size", "56"])
+    (clean / "panoptic_train" / "extra.png").write_bytes(b"x")
+    with pytest.raises(syn.ForeignFilesError, match="extra.png"):
+        syn.generate_synthetic_panoptic(clean, num_train=1, num_val=1, image_size=(56, 56))
+    assert (clean / "train" / "000000000002.jpg").is_file()  # nothing deleted
+    os.remove(clean / "panoptic_train" / "extra.png")
+    assert syn.generate_synthetic_panoptic(clean, num_train=1, num_val=1, image_size=(56, 56))["generated"]
+    assert sorted(os.listdir(clean / "train")) == ["000000000001.jpg"]
+
+    # the explicit flag deletes them
+    manifest = script.main(argv + ["--delete-foreign-files"])
+    assert manifest["generated"] and not (root / "train" / "holiday.jpg").exists()
+    assert sorted(os.listdir(root / "val")) == ["000000000001.jpg", "000000000002.jpg"]
+    capsys.readouterr()

@@ -194,19 +194,21 @@ def test_a_finished_run_is_not_overwritten(tmp_path):
     train_net = tool("train_net")
     out = tmp_path / "run"
     out.mkdir()
-    for f in ("model_final.pth", "last_checkpoint", "metrics.json", "model_0000099.pth"):
+    for f in ("last_checkpoint", "metrics.json", "model_0000099.pth"):
         (out / f).write_text("old run")
+    torch.save({"model": {}}, out / "model_final.pth")  # a complete checkpoint: a finished run
+    final = (out / "model_final.pth").read_bytes()
     args = train_net.get_parser().parse_args(["--config-file", CONFIG, f"train.output_dir={out}"])
     with pytest.raises(OutputDirInUseError) as e:
         train_net.main(args)
     msg = str(e.value)
     assert f"train.output_dir={out} already holds a finished run (model_final.pth)" in msg
     assert "--resume" in msg and "train.output_dir=<new folder>" in msg and "--overwrite" in msg
-    assert (out / "model_final.pth").read_text() == "old run"
+    assert (out / "model_final.pth").read_bytes() == final
     # --overwrite: the old run's markers go first (a crash cannot pass for the old finished run)
     train_net.prepare_output_dir(argparse.Namespace(resume=False, overwrite=True), load_config(
         CONFIG, [f"train.output_dir={out}"]))
-    assert sorted(p.name for p in out.iterdir()) == ["model_0000099.pth"]
+    assert sorted(p.name for p in out.iterdir() if p.name != ".lock") == ["model_0000099.pth"]
     (out / "last_checkpoint").write_text("model_0000099.pth")
     with pytest.raises(OutputDirInUseError, match=r"an unfinished run \(last_checkpoint -> model_0000099.pth\)"):
         train_net.main(args)

