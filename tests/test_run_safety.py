@@ -216,7 +216,7 @@ def test_resume_with_changed_schedule_and_eval_only_keep_the_run(d2_datasets, tm
     assert b"lr: 0.001" in config
     with pytest.raises(SettingsError) as e:
         run("--resume", "train.max_iter=2", "optimizer.lr=0.5")
-    assert "optimizer.lr: 0.001 -> 0.5" in str(e.value) and "--apply-schedule-changes" in str(e.value)
+    assert "optimizer.lr: 0.001 -> 0.5" in str(e.value) and "train.init_checkpoint" in str(e.value)
     with pytest.raises(SettingsError, match=r"train.max_iter: 2 -> 3"):
         run("--resume", "train.max_iter=3")
     assert (out / "config.yaml").read_bytes() == config
@@ -227,8 +227,8 @@ def test_resume_with_changed_schedule_and_eval_only_keep_the_run(d2_datasets, tm
     assert (ev / "config.yaml").is_file() and (ev / "log.txt").is_file()
 
 
-def test_prepare_output_dir_without_the_new_flag(tmp_path):
-    """Callers passing an argparse.Namespace without apply_schedule_changes keep working."""
+def test_prepare_output_dir_with_a_plain_namespace(tmp_path):
+    """Callers passing an argparse.Namespace with only resume / overwrite keep working."""
     train_net = tool("train_net")
     cfg = load_config(CONFIG, [f"train.output_dir={tmp_path}"])
-    assert train_net.prepare_output_dir(argparse.Namespace(resume=True, overwrite=False), cfg) == []
+    assert train_net.prepare_output_dir(argparse.Namespace(resume=True, overwrite=False), cfg) is None

@@ -30,7 +30,7 @@ exactly, hold NaN / inf, or are pickles, unless ``--trust-pickle`` (and, when tr
 ``output_dir`` holding another run unless ``--resume`` or ``--overwrite``, or used by another
 training at the same time (a lock, :mod:`pe_panoptic.engine.run_dir`); invalid ``train.max_iter`` /
 ``train.amp.dtype`` / ``train.output_dir`` / empty mismatch prefixes, and ``--resume`` with changed
-optimizer / schedule values unless ``--apply-schedule-changes`` (:mod:`pe_panoptic.engine.run_settings`).
+optimizer / schedule values, naming them (:mod:`pe_panoptic.engine.run_settings`).
 ``--eval-only`` writes into its own ``<output_dir>/eval_<time>/``; a resumed run's ``config.yaml`` is
 replaced only once the resume has loaded.
 """
@@ -72,8 +72,6 @@ from pe_panoptic.engine.run_dir import (  # noqa: E402
 from pe_panoptic.engine.run_settings import (  # noqa: E402
     check_resume_schedule,
     check_train_settings,
-    optimizer_hyperparams,
-    restore_hyperparams,
 )
 
 logger = logging.getLogger("detectron2")
@@ -151,10 +149,8 @@ def do_train(args, cfg, config_guard=None):
             else None,
         ]
     )
-    fresh = optimizer_hyperparams(optim) if args.resume and getattr(args, "apply_schedule_changes", False) else None
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
     if args.resume and checkpointer.has_checkpoint():
-        restore_hyperparams(optim, fresh)  # --apply-schedule-changes: the new optimizer values, for real
         # the checkpoint stores the iteration that just finished: continue with the next one
         start_iter = trainer.iter + 1
     else:
@@ -170,19 +166,18 @@ def do_train(args, cfg, config_guard=None):
 def prepare_output_dir(args, cfg) -> list:
     """Lock the output_dir (another training into it fails); refuse (on every process, as the main
     process decides) a new run into an output_dir that holds another run, unless --resume or
-    --overwrite, and a --resume with changed schedule values unless --apply-schedule-changes; with
-    --overwrite remove the old run's markers (model_final.pth, last_checkpoint, metrics.json).
-    Returns the applied schedule changes."""
-    out, state = cfg.train.output_dir, (None, None, [])
+    --overwrite, and a --resume with changed optimizer / schedule values (naming them); with
+    --overwrite remove the old run's markers (model_final.pth, last_checkpoint, metrics.json)."""
+    out, state = cfg.train.output_dir, (None, None)
     if comm.is_main_process():
         try:
             lock_run_dir(out)
-            apply = getattr(args, "apply_schedule_changes", False)
-            changes = check_resume_schedule(out, cfg, apply=apply) if args.resume else []
-            state = (None, existing_run(out), changes)
+            if args.resume:
+                check_resume_schedule(out, cfg)
+            state = (None, existing_run(out))
         except (OutputDirInUseError, ValueError) as e:  # ValueError: SettingsError
-            state = (e, None, [])
-    error, found, changes = comm.all_gather(state)[0]
+            state = (e, None)
+    error, found = comm.all_gather(state)[0]
     if error is not None:
         raise error
     if found:
@@ -191,7 +186,6 @@ def prepare_output_dir(args, cfg) -> list:
         removed = clear_run_markers(out)
         logger.warning(f"--overwrite: replacing {found} in {out} (removed {', '.join(removed)})")
     comm.synchronize()
-    return changes
 
 
 def main(args):
@@ -200,9 +194,9 @@ def main(args):
         raise SystemExit("--eval-only needs a checkpoint: give train.init_checkpoint=<model.pth> "
                          "(evaluating randomly initialized weights is meaningless)")
     check_train_settings(cfg, eval_only=args.eval_only)
-    changes, guard = [], None
+    guard = None
     if not args.eval_only:
-        changes = prepare_output_dir(args, cfg)
+        prepare_output_dir(args, cfg)
         guard = ConfigYamlGuard(cfg.train.output_dir) if args.resume and comm.is_main_process() else None
     else:  # its own sub-folder: the run in output_dir (its config.yaml, log) stays as it was
         cfg.train.output_dir = comm.all_gather(eval_output_dir(cfg.train.output_dir) if comm.is_main_process()
@@ -210,9 +204,6 @@ def main(args):
     default_setup(cfg, args)
     if guard is not None:
         guard.hold()  # the run's config.yaml until the resume has loaded
-    if changes:
-        logger.warning("--apply-schedule-changes: the resumed run continues with these new values:\n  "
-                       + "\n  ".join(changes))
     if args.eval_only:
         device = resolve_device(cfg)
         model = instantiate(cfg.model)
@@ -240,9 +231,6 @@ def get_parser():
     parser.add_argument("--overwrite", action="store_true",
                         help="train into an output_dir that holds another run, replacing it (its model_final.pth, "
                         "last_checkpoint and metrics.json are removed first)")
-    parser.add_argument("--apply-schedule-changes", action="store_true",
-                        help="with --resume: continue with changed optimizer / lr_multiplier / train.max_iter values "
-                        "(by default a resume with changed values is refused, naming them)")
     return parser
 
 

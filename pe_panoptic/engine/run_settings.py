@@ -9,9 +9,7 @@
   ``train.max_iter`` values that differ from the run's ``config.yaml``. A resumed run restores the
   optimizer's learning rates from its checkpoint, so a changed ``optimizer.lr`` was silently
   ignored while ``config.yaml`` recorded it; :func:`check_resume_schedule` refuses such changes,
-  naming each ``key: old -> new``, unless ``apply=True`` (``--apply-schedule-changes``); then
-  :func:`optimizer_hyperparams` / :func:`restore_hyperparams` put the new values into the resumed
-  optimizer for real.
+  naming each ``key: old -> new`` (never a recorded value that was not used).
 """
 from __future__ import annotations
 
@@ -19,7 +17,7 @@ import os
 from typing import Any, Dict, List, Optional, Sequence
 
 __all__ = ["SettingsError", "SCHEDULE_KEYS", "check_train_settings", "resume_schedule_changes",
-           "check_resume_schedule", "optimizer_hyperparams", "restore_hyperparams"]
+           "check_resume_schedule"]
 
 #: config keys (and key prefixes) that define the optimization schedule of a run
 SCHEDULE_KEYS = ("optimizer.", "lr_multiplier.", "train.max_iter")
@@ -103,39 +101,21 @@ def resume_schedule_changes(old_cfg, new_cfg, keys: Sequence[str] = SCHEDULE_KEY
             for k in sorted(set(old) | set(new)) if old.get(k, absent) != new.get(k, absent)]
 
 
-def check_resume_schedule(output_dir: str, cfg, *, apply: bool) -> List[str]:
-    """Compare ``cfg`` with ``<output_dir>/config.yaml`` (if the run has one). Raise
-    :class:`SettingsError` naming every changed schedule value unless ``apply``; returns the
-    changes (empty when none)."""
+def check_resume_schedule(output_dir: str, cfg) -> None:
+    """Compare ``cfg`` with ``<output_dir>/config.yaml`` (if the run has one) and raise
+    :class:`SettingsError` naming every changed optimizer / schedule value: a resumed run continues
+    with the values its checkpoint restores, so a changed value would be recorded but not used."""
     path = os.path.join(output_dir, "config.yaml")
     if not os.path.isfile(path):
-        return []
+        return
     from pe_panoptic.engine.config_overrides import load_config
 
     changes = resume_schedule_changes(load_config(path), cfg)
-    if changes and not apply:
+    if changes:
         raise SettingsError(
             f"--resume of {output_dir} with optimizer / schedule values other than the run's ({path}):\n  "
             + "\n  ".join(changes)
             + "\nThe resumed run would continue with its own values (restored from its checkpoint). Resume without "
-            "these overrides, train into a new folder, or pass --apply-schedule-changes to continue with the new "
-            "values from the resumed iteration on.")
-    return changes
+            "these overrides, or train into a new folder (train.init_checkpoint=<its model_final.pth> starts "
+            "from its weights with the new values).")
 
-
-def optimizer_hyperparams(optimizer) -> List[Dict[str, Any]]:
-    """The hyper-parameters (everything but ``params``) of each param group of a freshly built optimizer."""
-    return [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
-
-
-def restore_hyperparams(optimizer, groups: Optional[List[Dict[str, Any]]]) -> None:
-    """Put :func:`optimizer_hyperparams`' values back into ``optimizer`` after a checkpoint restored
-    the old ones; ``initial_lr`` (the base of the LR schedule) follows the new ``lr``."""
-    if groups is None:
-        return
-    if len(groups) != len(optimizer.param_groups):
-        raise SettingsError(f"--apply-schedule-changes: the optimizer has {len(optimizer.param_groups)} parameter "
-                            f"groups, the new configuration {len(groups)}; cannot map the new values onto them")
-    for group, fresh in zip(optimizer.param_groups, groups):
-        group.update(fresh)
-        group["initial_lr"] = fresh["lr"]
