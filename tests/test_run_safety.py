@@ -29,8 +29,8 @@ from test_tool_refusals import CONFIG, TINY, tool
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 COCO = "coco_2017_val_panoptic"
 COCO_OPTS = TINY + [f"model.dataset_name={COCO}", f"dataloader.train.dataset.names={COCO}",
-                    f"dataloader.train.mapper.dataset_name={COCO}", f"dataloader.test.dataset.names={COCO}",
-                    f"dataloader.test.mapper.dataset_name={COCO}", f"dataloader.evaluator.dataset_name={COCO}",
+                    f"dataloader.train.mapper.panoptic.dataset_name={COCO}", f"dataloader.test.dataset.names={COCO}",
+                    f"dataloader.test.mapper.panoptic.dataset_name={COCO}", f"dataloader.evaluator.dataset_name={COCO}",
                     "dataloader.train.total_batch_size=1", "dataloader.train.num_workers=0",
                     "dataloader.test.num_workers=0", "train.device=cpu", "train.checkpointer.period=1"]
 
