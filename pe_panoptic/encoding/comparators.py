@@ -9,16 +9,7 @@ from typing import Dict, Mapping, NamedTuple, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from pe_panoptic.encoding.base import (  # noqa: F401
-    CentroidEncoding,
-    Decoded,
-    coords_to_cell,
-    grid_centers,
-    instance_code_diagnostics,
-    normalize_coords,
-    pixel_centers,
-    positional_embedding,
-)
+from pe_panoptic.encoding.base import CentroidEncoding, Decoded, coords_to_cell, grid_centers
 
 
 class RGBEncoding(CentroidEncoding):
