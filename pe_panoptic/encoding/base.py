@@ -7,7 +7,6 @@ from abc import ABC, abstractmethod
 from typing import Dict, Mapping, NamedTuple, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 
 
 def positional_embedding(p: torch.Tensor, num_harmonics: int) -> torch.Tensor:

@@ -2,9 +2,6 @@
 u / v bins with cross-entropy."""
 from __future__ import annotations
 
-import math
-from abc import ABC, abstractmethod
-from typing import Dict, Mapping, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F

@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import math
-from abc import ABC, abstractmethod
-from typing import Dict, Mapping, NamedTuple, Optional, Tuple
+from typing import Tuple
 
 import torch
-import torch.nn.functional as F
 
 from pe_panoptic.encoding.base import CentroidEncoding, Decoded, grid_centers, instance_code_diagnostics, positional_embedding
 
