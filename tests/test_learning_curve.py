@@ -83,3 +83,16 @@ def test_trainer_logs_diagnostics_without_adding_them_to_the_loss():
     assert latest["total_loss"][0] == pytest.approx(4.0)  # (2 * 1 + 2 * 3) / 2: no diagnostic in it
     assert "diag/inst/norm" not in {k for k in latest if k.startswith("loss")}
     assert net.w.grad.item() == pytest.approx(2.0)  # d/dw of (w * 1 + w * 3) / 2
+
+
+def test_void_plateau_warning_from_the_code_norm():
+    """The stall diagnostic of the COCO recipes: past 10% of the schedule, a thing-code norm under
+    PLATEAU_NORM (measured plateau: 0.21-0.44; learning: 1.05-1.51) is reported once."""
+    from pe_panoptic.engine.learning_curve import PLATEAU_NORM, void_plateau_warning
+
+    plateau = {"diag/inst/norm": [[20, 0.9], [40, 0.3]]}
+    assert void_plateau_warning(plateau, 40, 1000) is None  # too early to tell
+    msg = void_plateau_warning(plateau, 120, 1000)
+    assert msg and "void plateau" in msg and "include_void=False" in msg and "0.30" in msg
+    assert void_plateau_warning({"diag/inst/norm": [[120, PLATEAU_NORM + 0.1]]}, 120, 1000) is None
+    assert void_plateau_warning({"loss_inst": [[120, 1.0]]}, 500, 1000) is None  # no diagnostics: no verdict

@@ -18,14 +18,15 @@ puts them into detectron2's event storage, so they are also in ``metrics.json`` 
 from __future__ import annotations
 
 import json
+import logging
 import os
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from detectron2.engine import HookBase
 
 from pe_panoptic.encoding import instance_code_diagnostics
 
-__all__ = ["instance_code_diagnostics", "LearningCurveHook", "plot_learning_curve"]
+__all__ = ["instance_code_diagnostics", "LearningCurveHook", "plot_learning_curve", "void_plateau_warning", "PLATEAU_NORM"]
 
 #: the instance-code diagnostics' names in the event storage (``PixelCentroidHead``'s ``diag/inst/...``)
 _DIAG = "diag/inst/"
@@ -63,13 +64,39 @@ def plot_learning_curve(curves: Dict[str, List[List[float]]], path: str, title: 
     plt.close(fig)
 
 
+#: the void plateau (docs/experiments.md, "Why the ICML void setting stalls"): the thing pixels'
+#: instance codes held near the zero void code. Measured on the learning probe: plateau norms
+#: 0.21-0.44 (DICE 0.999), learning runs 1.05-1.51; a true PE code has norm sqrt(2L) = 2.83 at L = 4.
+PLATEAU_NORM = 0.6
+#: the fraction of the schedule after which a code norm under PLATEAU_NORM is reported
+PLATEAU_AFTER = 0.1
+
+
+def void_plateau_warning(curves: Dict[str, List[List[float]]], iteration: int, max_iter: int) -> Optional[str]:
+    """A warning when, past ``PLATEAU_AFTER`` of the schedule, the smoothed thing-code norm
+    (``diag/inst/norm``) is still under ``PLATEAU_NORM``: the instance head sits on the void
+    plateau; ``None`` otherwise (also without diagnostics)."""
+    norm = curves.get(_DIAG + "norm")
+    if not norm or iteration < PLATEAU_AFTER * max_iter:
+        return None
+    value = norm[-1][1]
+    if value >= PLATEAU_NORM:
+        return None
+    return (f"iteration {iteration}/{max_iter}: the thing pixels' instance-code norm is {value:.2f} (< {PLATEAU_NORM}; "
+            "a true PE code has sqrt(2L)): the instance head is on the void plateau (docs/experiments.md, \"Why the "
+            "ICML void setting stalls\"). Options: dataloader.train.mapper.panoptic.include_void=False (paper_v1's "
+            "no-void setting) or model.encoding.norm=squared for this stage")
+
+
 class LearningCurveHook(HookBase):
     """Sample the curves every ``sample_period`` iterations and write ``learning_curve.json`` /
     ``.png`` into ``output_dir`` every ``period`` iterations and after the last one (register it
     after ``EvalHook`` so an evaluation at the same iteration is included). Training metrics are
-    smoothed with the median over ``window`` iterations, like detectron2's console log."""
+    smoothed with the median over ``window`` iterations, like detectron2's console log. Logs a
+    warning once when the instance codes sit on the void plateau (:func:`void_plateau_warning`)."""
 
     def __init__(self, output_dir: str, period: int, sample_period: int = 20, window: int = 20, title: str = ""):
+        self.warned = False
         self.output_dir = output_dir
         self.period = max(int(period), 1)
         self.sample_period = max(int(sample_period), 1)
@@ -101,6 +128,10 @@ class LearningCurveHook(HookBase):
         last = it == self.trainer.max_iter
         if it % self.sample_period == 0 or it % self.period == 0 or last:
             self._sample()
+            warning = None if self.warned else void_plateau_warning(self.curves, it, self.trainer.max_iter)
+            if warning:
+                logging.getLogger(__name__).warning(warning)
+                self.warned = True
         if it % self.period == 0 or last:
             self.write()
 
