@@ -7,6 +7,8 @@
 # Not stated in the paper (our choices): effective batch 16 (as stage 3: large images) ->
 # 74375 iterations; 3 warmup epochs; scale jitter 0.5-2.0.
 # Memory: 784 x 1568 is 6272 tokens for ViT-L: bf16 + gradient checkpointing, 2 images per GPU.
+# Void setting: the ICML one (void included), with the void-plateau diagnostic on; the decision and
+# its numbers are in the base recipe's header and docs/experiments.md "Why the ICML void setting stalls".
 from ..coco.vitl_stage2 import lr_multiplier, model, optimizer, train
 from ..common.data.cityscapes_panoptic import MODEL_GRID, dataloader
 from pe_panoptic.engine.recipes import apply_recipe, make_recipe, set_decoder_upsampling, use_resumable_loader

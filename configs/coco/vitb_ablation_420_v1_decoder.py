@@ -3,6 +3,8 @@
 # input; paper_v1: "upscale[s] the image to the original size"). The targets are built at that
 # size (mapper output_stride = 14/16: nearest upsampling of the input labels, centroids and EDS
 # distances still in input pixels). The paper_v1 table rows (ablations/v1_t*) use this config.
+# Void setting: the ICML one (void included), with the void-plateau diagnostic on; the decision and
+# its numbers are in the base recipe's header and docs/experiments.md "Why the ICML void setting stalls".
 from pe_panoptic.engine.recipes import set_decoder_upsampling
 
 from .vitb_ablation_420 import dataloader, lr_multiplier, model, optimizer, train

@@ -4,6 +4,8 @@
 # 200 epochs at effective batch 256 (= 92412 iterations). paper_v1 Sec. 5.2: "We notice an
 # increase of 0.9 PQ only by increasing the input image size from 420^2 to 518^2".
 # Batch: 8 GPUs x 16 images x 2 accumulation steps (the paper's split is not stated).
+# Void setting: the ICML one (void included), with the void-plateau diagnostic on; the decision and
+# its numbers are in the base recipe's header and docs/experiments.md "Why the ICML void setting stalls".
 from .vitl_518 import dataloader, lr_multiplier, model, optimizer, train
 from pe_panoptic.engine.recipes import set_decoder_upsampling, set_input_size
 

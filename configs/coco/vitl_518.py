@@ -8,6 +8,8 @@
 # 18 and 24 when using DinoV2-Large".
 # Batch: 8 GPUs x 16 images x 2 accumulation steps (paper: 8 x H100, "a little over 2 days"; the
 # split is not stated).
+# Void setting: the ICML one (void included), with the void-plateau diagnostic on; the decision and
+# its numbers are in the base recipe's header and docs/experiments.md "Why the ICML void setting stalls".
 from .vitb_ablation_420_v1_decoder import dataloader, lr_multiplier, model, optimizer, train
 from pe_panoptic.engine.recipes import apply_recipe, make_recipe, set_decoder_upsampling, set_input_size
 

@@ -3,6 +3,8 @@
 # both tasks on every batch with summed losses (no dataloader.train.task_probs; the ICML text says
 # "multi-tasking setup" without per-batch task sampling, which was paper_v1's scheme).
 # Batch: 8 GPUs x 64 images, no accumulation; see vitl_stage1.py for other hardware.
+# Void setting: the ICML one (void included), with the void-plateau diagnostic on; the decision and
+# its numbers are in the base recipe's header and docs/experiments.md "Why the ICML void setting stalls".
 from .vitl_stage1 import dataloader, lr_multiplier, model, optimizer, train
 from pe_panoptic.engine.recipes import apply_recipe, make_recipe, set_input_size
 

@@ -8,6 +8,8 @@
 # Pseudo-labels: $DETECTRON2_DATASETS/<dataset>_depth_pseudo/<image stem>.npy|.png for
 # coco_2017_train_panoptic and nyuv2_depth_train (NYUv2 falls back to 1 / ground-truth depth;
 # see configs/common/data/coco_panoptic.py, nyu_depth.py and datasets/README.md).
+# Void setting: the ICML one (void included), with the void-plateau diagnostic on; the decision and
+# its numbers are in the base recipe's header and docs/experiments.md "Why the ICML void setting stalls".
 from detectron2.config import LazyCall as L
 
 from .vitl_stage2 import dataloader, lr_multiplier, model, optimizer, train

@@ -9,6 +9,8 @@
 #
 # Batch: 8 GPUs x 2 images, no accumulation; on 4 GPUs: dataloader.train.total_batch_size=8
 # (accumulate_steps becomes 2); on 1 GPU with 1 image: dataloader.train.total_batch_size=1.
+# Void setting: the ICML one (void included), with the void-plateau diagnostic on; the decision and
+# its numbers are in the base recipe's header and docs/experiments.md "Why the ICML void setting stalls".
 from .vitl_stage2 import dataloader, lr_multiplier, model, optimizer, train
 from pe_panoptic.engine.recipes import apply_recipe, make_recipe, set_input_size
 

@@ -27,6 +27,8 @@
 #       train.init_checkpoint=output/coco/vitl_stage3_depth/model_final.pth \
 #       dataloader.test.dataset.names=nyuv2_depth_test dataloader.test.mapper.panoptic=None \
 #       dataloader.evaluator.dataset_name=nyuv2_depth_test
+# Void setting: the ICML one (void included), with the void-plateau diagnostic on; the decision and
+# its numbers are in the base recipe's header and docs/experiments.md "Why the ICML void setting stalls".
 from detectron2.config import LazyCall as L
 
 from .vitl_stage3 import INPUT_SIZE, dataloader, lr_multiplier, model, optimizer, train
