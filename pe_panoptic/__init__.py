@@ -12,6 +12,14 @@ COCO and Cityscapes panoptic use detectron2's builtin registrations.
 """
 __version__ = "0.1.0"
 
+import warnings  # noqa: E402
+
+# detectron2 scripts a few functions with torch.jit.script at import time, which torch >= 2.10
+# deprecates with one FutureWarning per call: noise for a user who asked for --help. Exactly that
+# message from torch.jit's own module is hidden; every other warning stays visible.
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning,
+                        module=r"torch\.jit\._script")
+
 from pe_panoptic.modeling import backbone  # noqa: F401,E402  (BACKBONE_REGISTRY)
 from pe_panoptic import data  # noqa: F401,E402  (datasets, mappers)
 from pe_panoptic.modeling import meta_arch  # noqa: F401,E402  (META_ARCH_REGISTRY)

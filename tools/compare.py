@@ -45,6 +45,7 @@ import json
 import logging
 import os
 import statistics
+import sys
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -56,6 +57,7 @@ from detectron2.config import instantiate  # noqa: E402
 from detectron2.evaluation import inference_on_dataset  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 from pe_panoptic.engine.checkpoint_io import TRUST_PICKLE_HELP  # noqa: E402
+from pe_panoptic.evaluation.panoptic import score_only_predicted  # noqa: E402
 from pe_panoptic.engine.config_overrides import load_config  # noqa: E402
 from pe_panoptic.engine.predictor import load_model  # noqa: E402
 from pe_panoptic.studies.benchmark.flops import SDPA_OP, sdpa_macs  # noqa: E402
@@ -202,13 +204,21 @@ def evaluate_entry(name: str, config: str, checkpoint: Optional[str], opts: Sequ
                    trust_pickle: bool = False) -> Dict[str, float]:
     cfg, model = load_model(config, opts, checkpoint, device, trust_pickle, missing_weights="ignore")
     device = str(next(model.parameters()).device)
-    if not checkpoint and cfg.get("train", {}).get("init_checkpoint"):
-        logger.warning(f"{name}: no checkpoint given, evaluating the freshly initialized model")
+    if not checkpoint:
+        msg = (f"entry {name!r} has no checkpoint: evaluating RANDOMLY INITIALIZED weights"
+               + (f" (train.init_checkpoint {cfg.train.init_checkpoint} holds backbone weights only)"
+                  if cfg.get("train", {}).get("init_checkpoint") else "")
+               + "; give name=config:checkpoint to evaluate a trained model")
+        logger.warning(msg)
+        print(f"[compare] WARNING: {msg}", file=sys.stderr)
     loader = instantiate(cfg.dataloader.test)
     first = next(iter(loader))
     gflops, scope = count_gflops(model, first[0])
     timed = TimedModel(model)
-    results = inference_on_dataset(timed, _limited(loader, max_images), instantiate(cfg.dataloader.evaluator))
+    evaluator = instantiate(cfg.dataloader.evaluator)
+    if max_images:  # PQ of the images evaluated (panopticapi otherwise wants all of the dataset's)
+        score_only_predicted(evaluator)
+    results = inference_on_dataset(timed, _limited(loader, max_images), evaluator)
     pan, sem = results.get("panoptic_seg", {}), results.get("sem_seg", {})
     return {
         "name": name, "config": config, "checkpoint": checkpoint or "",

@@ -1,7 +1,11 @@
 #!/usr/bin/env python
 """Run a pe_panoptic model on images, a folder, a dataset or a video and save pictures.
 
-Per input image ``<name>`` (file stem), in ``--output``:
+Per input image ``<name>`` (file stem; ``<stem>_<ext>`` when two inputs share a stem, e.g.
+``same.jpg`` / ``same.png``), in ``--output``. Files are written atomically (temporary file, then
+rename; a full disk names ENOSPC and leaves no partial PNG) and an existing output file is never
+replaced without ``--overwrite`` (that image fails, naming the file). An ``--input`` that holds no
+image is an error:
 
 * ``<name>_panoptic.png``: the panoptic segmentation drawn on the image (detectron2 Visualizer);
 * ``<name>_centroids.png``: the instance embedding decoded on the uv-grid (paper Fig. 8): each
@@ -128,8 +132,27 @@ def iter_inputs(args) -> List[dict]:
         items.append({"file_name": f, "gt": gt_index.get(os.path.splitext(os.path.basename(f))[0])})
     if args.max_inputs > 0:
         items = items[: args.max_inputs]
-    for it in items:
-        it["name"] = os.path.splitext(os.path.basename(it["file_name"]))[0]
+    if not items and args.input:
+        raise SystemExit(f"--input {' '.join(args.input)}: no image found (extensions {', '.join(IMAGE_EXTENSIONS)})")
+    return name_outputs(items)
+
+
+def name_outputs(items: List[dict]) -> List[dict]:
+    """Give every item an output ``name`` unique in the run: the file stem, or ``stem_ext`` for
+    every file whose stem another input shares (``same.jpg`` and ``same.png`` -> ``same_jpg`` and
+    ``same_png``), then ``_2``, ``_3`` ... for inputs that still collide (same file name in
+    different folders)."""
+    stems = [os.path.splitext(os.path.basename(it["file_name"]))[0] for it in items]
+    counts = {s: stems.count(s) for s in stems}
+    used: set = set()
+    for it, stem in zip(items, stems):
+        ext = os.path.splitext(it["file_name"])[1].lstrip(".").lower()
+        name = stem if counts[stem] == 1 else f"{stem}_{ext}" if ext else stem
+        base, k = name, 2
+        while name in used:
+            name, k = f"{base}_{k}", k + 1
+        used.add(name)
+        it["name"] = name
     return items
 
 
@@ -186,14 +209,39 @@ def eds_picture(res: dict, gt: Optional[Tuple[np.ndarray, List[dict]]], D: float
     return add_caption(weights_to_rgb(w), f"EDS weights of the {source}, D={D:.1f}px"), source
 
 
-def save_rgb(path: str, image: np.ndarray) -> str:
+def save_rgb(path: str, image: np.ndarray, overwrite: bool = False) -> str:
+    """Write ``image`` as a PNG atomically (temporary file in the same folder, then rename): a
+    full disk or a kill leaves no partial file. An existing ``path`` is refused unless
+    ``overwrite``; ``OSError`` ENOSPC is reported naming the file."""
+    import errno
+    import tempfile
+
     from PIL import Image
 
-    Image.fromarray(image).save(path)
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{path} exists; refusing to overwrite it (give --overwrite, or another --output)")
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=os.path.dirname(path) or ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            Image.fromarray(image).save(f, format="PNG")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        if e.errno == errno.ENOSPC:
+            raise OSError(errno.ENOSPC, f"no space left on the device while writing {path} (ENOSPC); "
+                          "nothing was written for it") from e
+        raise
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
     return path
 
 
-def process_image(pred: DemoPredictor, item: dict, out_dir: str) -> dict:
+def process_image(pred: DemoPredictor, item: dict, out_dir: str, overwrite: bool = False) -> dict:
     image = read_image_8bit(item["file_name"], "RGB")
     res = pred(image)
     seg, info = res["panoptic_seg"]
@@ -202,9 +250,9 @@ def process_image(pred: DemoPredictor, item: dict, out_dir: str) -> dict:
     scale = res["resized_hw"][0] / H  # input pixels per original pixel
     files = {
         "panoptic": save_rgb(os.path.join(out_dir, f"{item['name']}_panoptic.png"),
-                             panoptic_overlay(image, seg, info, pred.metadata)),
+                             panoptic_overlay(image, seg, info, pred.metadata), overwrite),
         "centroids": save_rgb(os.path.join(out_dir, f"{item['name']}_centroids.png"),
-                              centroid_picture(res, grid, (H, W))),
+                              centroid_picture(res, grid, (H, W)), overwrite),
     }
     gt = None
     if item["gt"] is not None:
@@ -212,12 +260,12 @@ def process_image(pred: DemoPredictor, item: dict, out_dir: str) -> dict:
         if gt[0].shape != (H, W):
             raise ValueError(f"ground truth {item['gt'][0]} does not have the size of {item['file_name']} ({W}x{H})")
     eds, source = eds_picture(res, gt, pred.eds_D / scale, pred.eds_w_min)
-    files["eds"] = save_rgb(os.path.join(out_dir, f"{item['name']}_eds.png"), eds)
+    files["eds"] = save_rgb(os.path.join(out_dir, f"{item['name']}_eds.png"), eds, overwrite)
     return {"name": item["name"], "files": files, "eds_source": source, "segments": len(info),
             "instances": sum(1 for s in info if s["isthing"])}
 
 
-def process_video(pred: DemoPredictor, path: str, out_dir: str, max_frames: int = 0) -> dict:
+def process_video(pred: DemoPredictor, path: str, out_dir: str, max_frames: int = 0, overwrite: bool = False) -> dict:
     import cv2
     from tqdm import tqdm
 
@@ -228,6 +276,8 @@ def process_video(pred: DemoPredictor, path: str, out_dir: str, max_frames: int 
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     name = os.path.splitext(os.path.basename(path))[0]
     out_path = os.path.join(out_dir, f"{name}_panoptic.mp4")
+    if os.path.exists(out_path) and not overwrite:
+        raise FileExistsError(f"{out_path} exists; refusing to overwrite it (give --overwrite, or another --output)")
     writer, n = None, 0
     try:
         with tqdm(total=max_frames or total, desc=f"video {name}", unit="frame") as bar:
@@ -266,6 +316,8 @@ def get_parser() -> argparse.ArgumentParser:
     ap.add_argument("--gt-root", help="folder of the panoptic PNGs of --gt-json")
     ap.add_argument("--max-inputs", type=int, default=0, help="process at most N images / frames (0 = all)")
     ap.add_argument("--output", default="output/demo_vis", help="output folder")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="replace output files that exist (default: such an image fails, naming the file)")
     ap.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1 ...")
     ap.add_argument("--opts", nargs="*", default=[], help="key=value config overrides")
     return ap
@@ -295,7 +347,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     summary: dict = {"device": device, "images": [], "failed": []}
     for item in tqdm(items, desc="images", unit="img"):
         try:
-            r = process_image(pred, item, args.output)
+            r = process_image(pred, item, args.output, args.overwrite)
         except Exception as e:  # noqa: BLE001  (one bad image must not stop the others)
             error = f"{type(e).__name__}: {e}"
             tqdm.write(f"[demo] FAILED {item['file_name']}: {error}")
@@ -306,7 +358,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
             tqdm.write(f"[demo] {item['name']}: no ground truth, EDS weights computed from the predicted instances")
         summary["images"].append(r)
     if args.video_input:
-        summary["video"] = process_video(pred, args.video_input, args.output, args.max_inputs)
+        summary["video"] = process_video(pred, args.video_input, args.output, args.max_inputs, args.overwrite)
     if summary["failed"]:
         print(f"[demo] {len(summary['failed'])} of {len(items)} images failed:\n"
               + "\n".join(f"  {f['file_name']}: {f['error']}" for f in summary["failed"]), file=sys.stderr)

@@ -5,7 +5,10 @@ single forward pass per batch (:mod:`pe_panoptic.evaluation.variants`).
 
     python tools/eval_postprocess.py --config-file configs/synthetic/pe_tiny.py \\
         --checkpoint output/demo/model_final.pth [--decoders nn vote] [--void-sources instance] \\
-        [key=value ...]
+        [--opts key=value ...]
+
+Overrides: ``--opts key=value ...`` (positional ``key=value`` tokens anywhere on the line are the same
+overrides, even right after ``--decoders`` / ``--void-sources``; :mod:`pe_panoptic.engine.cli`).
 
 Prints a table (PQ / PQ_th / PQ_st / SQ / RQ / mIoU / post-processing ms per image) and, as its
 last line, the results as JSON. ``tools/oracle_pq.py`` gives the same comparison for perfect
@@ -17,6 +20,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 import tempfile
 
 
@@ -24,9 +28,11 @@ import pe_panoptic  # noqa: E402,F401  (registers everything)
 from detectron2.config import instantiate  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 from pe_panoptic.engine.checkpoint_io import TRUST_PICKLE_HELP  # noqa: E402
+from pe_panoptic.engine.cli import add_opts_argument, split_overrides  # noqa: E402
 from pe_panoptic.engine.config_overrides import load_config  # noqa: E402
 from pe_panoptic.engine.predictor import load_model  # noqa: E402
 from pe_panoptic.engine.trainer import jsonable  # noqa: E402
+from pe_panoptic.evaluation.build import check_evaluator_dataset  # noqa: E402
 from pe_panoptic.evaluation.variants import evaluate_postprocess_variants, variant_grid  # noqa: E402
 from pe_panoptic.postprocess import DECODERS, VOID_SOURCES  # noqa: E402
 from pe_panoptic.studies.tables import format_table  # noqa: E402
@@ -45,7 +51,11 @@ def _float(v):
     return None if v is None else float(v)
 
 
-def main(argv=None):
+#: options that take one value (a ``key=value``-looking token after them is their value)
+VALUE_OPTIONS = ("--config-file", "--checkpoint", "--output-dir", "--metrics-json")
+
+
+def get_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config-file", required=True)
     ap.add_argument("--checkpoint", default=None, help="weights to evaluate (default: train.init_checkpoint)")
@@ -54,8 +64,20 @@ def main(argv=None):
     ap.add_argument("--output-dir", default=None, help="evaluator outputs, one folder per variant (default: a temp dir)")
     ap.add_argument("--metrics-json", default="", help="also write the results to this JSON file")
     ap.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
-    ap.add_argument("opts", nargs=argparse.REMAINDER, help="key=value config overrides")
-    args = ap.parse_args(argv)
+    add_opts_argument(ap)
+    return ap
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line, with every ``key=value`` override (``--opts`` or positional) in ``opts``."""
+    rest, overrides = split_overrides(sys.argv[1:] if argv is None else list(argv), VALUE_OPTIONS)
+    args = get_parser().parse_args(rest)
+    args.opts = overrides
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
     setup_logger(name="pe_panoptic")
     logger = logging.getLogger("pe_panoptic.eval_postprocess")
 
@@ -65,6 +87,7 @@ def main(argv=None):
         raise SystemExit("give --checkpoint (or train.init_checkpoint=...): evaluating random weights is meaningless")
     if not os.path.isfile(checkpoint):
         raise SystemExit(f"checkpoint not found: {checkpoint}")
+    check_evaluator_dataset(cfg)
     cfg, model = load_model(args.config_file, args.opts, checkpoint, None, args.trust_pickle)
     loader = instantiate(cfg.dataloader.test)
 

@@ -8,6 +8,8 @@ annotation is checked and all problems are reported together, each naming the JS
 entry (annotation index, ``image_id``, ``file_name``, segment):
 
 * the JSON exists, parses, and has a non-empty ``annotations`` list;
+* every ``image_id`` appears once (a duplicate would be scored twice against one prediction);
+  a split whose segments are all crowd is loaded with a warning (PQ undefined, reported as NaN);
 * every annotation has ``file_name``, ``image_id`` and ``segments_info``; every segment an ``id``
   and a ``category_id`` that the dataset's metadata knows;
 * the panoptic PNG and the image of every annotation exist (one directory listing per folder);
@@ -25,6 +27,7 @@ validators in their own loader or :func:`install_validation` with their names.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Set
 
@@ -156,6 +159,30 @@ def _check_annotation(ann, i: int, problems: _Problems, known: Set[int]) -> Opti
     return name
 
 
+def _check_split(data: dict, json_file: str, problems: "_Problems", label: str) -> None:
+    """Whole-file checks: every ``image_id`` once (panopticapi scores annotations that share an
+    id against the same prediction, which changes PQ silently); a warning when no segment is
+    a non-crowd one (PQ is then undefined and reported as NaN)."""
+    seen: Dict = {}
+    for i, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict) or "image_id" not in ann:
+            continue
+        iid = ann["image_id"]
+        try:
+            first = seen.setdefault(iid, i)
+        except TypeError:  # unhashable id: reported by the field checks
+            continue
+        if first != i:
+            problems.add(f"annotation {i} (image_id {iid!r}, file_name {ann.get('file_name')!r})",
+                         f"duplicate image_id {iid!r} (annotation {first} has it too)")
+    segs = [s for a in data["annotations"] if isinstance(a, dict) and isinstance(a.get("segments_info"), list)
+            for s in a["segments_info"] if isinstance(s, dict)]
+    if segs and all(s.get("iscrowd", 0) for s in segs):
+        logging.getLogger(__name__).warning(
+            f"{label}{json_file}: every segment is a crowd region (iscrowd=1): PQ is undefined on this split "
+            "(the evaluator reports it as NaN)")
+
+
 def _ids(ids: Iterable) -> str:
     ids = sorted(ids, key=str)
     return ", ".join(map(str, ids[:15])) + (f" ... ({len(ids)} in all)" if len(ids) > 15 else "")
@@ -185,6 +212,7 @@ def validate_coco_panoptic(json_file: str, image_dir: str, gt_dir: str, meta: Op
     data = _read_json(json_file, f"{label}panoptic JSON")
     known = _known_categories(meta, data, json_file)
     problems, listing, allow = _Problems(json_file), _Listing(), _allow_outside(allow_outside_root)
+    _check_split(data, json_file, problems, label)
     for i, ann in enumerate(data["annotations"]):
         name = _check_annotation(ann, i, problems, known)
         if name is None:
@@ -216,6 +244,7 @@ def validate_cityscapes_panoptic(image_dir: str, gt_dir: str, gt_json: str, meta
     data = _read_json(gt_json, f"{label}Cityscapes panoptic JSON")
     known = _known_categories(meta, data, gt_json)
     problems, listing, allow = _Problems(gt_json), _Listing(), _allow_outside(allow_outside_root)
+    _check_split(data, gt_json, problems, label)
     images = _cityscapes_images(image_dir, problems)
     split = os.path.basename(os.path.normpath(image_dir))
     for i, ann in enumerate(data["annotations"]):

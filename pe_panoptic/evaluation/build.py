@@ -3,7 +3,9 @@ import logging
 from typing import List, Optional
 
 from detectron2.data import MetadataCatalog
-from detectron2.evaluation import COCOPanopticEvaluator, DatasetEvaluators
+from detectron2.evaluation import DatasetEvaluators
+
+from pe_panoptic.evaluation.panoptic import PanopticEvaluator
 
 logger = logging.getLogger(__name__)
 
@@ -11,7 +13,8 @@ logger = logging.getLogger(__name__)
 def build_evaluators(dataset_name: str, output_dir: Optional[str] = None, *,
                      panoptic: bool = True, semantic: bool = True, with_depth: bool = False):
     """Every metric the dataset supports, from its metadata (as Mask2Former's train_net does):
-    PQ (``COCOPanopticEvaluator``; for ``evaluator_type="cityscapes_panoptic_seg"`` also the
+    PQ (:class:`pe_panoptic.evaluation.panoptic.PanopticEvaluator`: detectron2's
+    ``COCOPanopticEvaluator`` with checked ground truth and NaN for an undefined PQ; for ``evaluator_type="cityscapes_panoptic_seg"`` also the
     official cityscapesScripts evaluation), semantic mIoU, and depth metrics (``DepthEvaluator``)
     for depth datasets (``evaluator_type="depth"``) or, with ``with_depth``, for any dataset with
     metric depth ground truth (metadata ``depth_kind="metric"``)."""
@@ -20,7 +23,7 @@ def build_evaluators(dataset_name: str, output_dir: Optional[str] = None, *,
     evaluators: List = []
     is_panoptic = etype in ("coco_panoptic_seg", "cityscapes_panoptic_seg") or hasattr(meta, "panoptic_json")
     if panoptic and is_panoptic:
-        evaluators.append(COCOPanopticEvaluator(dataset_name, output_dir))
+        evaluators.append(PanopticEvaluator(dataset_name, output_dir))
     if panoptic and etype == "cityscapes_panoptic_seg":
         from pe_panoptic.evaluation import CityscapesPanopticEvaluator
 
@@ -39,3 +42,20 @@ def build_evaluators(dataset_name: str, output_dir: Optional[str] = None, *,
     if not evaluators:
         raise ValueError(f"no evaluator for dataset {dataset_name!r} (evaluator_type={etype!r})")
     return DatasetEvaluators(evaluators)
+
+
+def check_evaluator_dataset(cfg) -> None:
+    """The evaluator must score the dataset the test loader reads: ``ValueError`` naming the
+    override that is missing when ``dataloader.evaluator.dataset_name`` is not the (single)
+    ``dataloader.test.dataset.names`` (the run would fail only after inference with
+    ``KeyError: '... is not in dataset ...'``)."""
+    ev = cfg.dataloader.get("evaluator", None)
+    test = cfg.dataloader.get("test", None)
+    if ev is None or test is None or "dataset_name" not in ev:
+        return
+    names = test.get("dataset", {}).get("names", None)
+    names = [names] if isinstance(names, str) else list(names or [])
+    if len(names) == 1 and ev.dataset_name != names[0]:
+        raise ValueError(f"dataloader.test.dataset.names={names[0]} but dataloader.evaluator.dataset_name="
+                         f"{ev.dataset_name}: the evaluator would look for the test images in the wrong dataset; "
+                         f"add the override dataloader.evaluator.dataset_name={names[0]}")

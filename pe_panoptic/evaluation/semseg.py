@@ -32,13 +32,23 @@ def semantic_labels(sem_seg: torch.Tensor) -> torch.Tensor:
                      f"{sem_seg.dtype} {tuple(sem_seg.shape)}")
 
 
-def semantic_from_panoptic(pan_png_path: str, segments_info, ignore_label: int = 255) -> np.ndarray:
-    """Contiguous-id semantic map ``[H, W]`` from a COCO-format panoptic PNG."""
+def semantic_from_panoptic(pan_png_path: str, segments_info, ignore_label: int = 255, *,
+                           check: bool = False) -> np.ndarray:
+    """Contiguous-id semantic map ``[H, W]`` from a COCO-format panoptic PNG. ``check=True`` (the
+    evaluator's reading) first refuses a PNG that disagrees with ``segments_info`` (ids on one
+    side only, wrong ``area``: :func:`pe_panoptic.evaluation.gt_check.check_gt_segments`), which
+    would otherwise change mIoU silently (unknown ids become ignored pixels)."""
     from pe_panoptic.data.panoptic_png import read_panoptic_ids
+    from pe_panoptic.evaluation.gt_check import GroundTruthError, check_gt_segments
 
     if not os.path.isfile(pan_png_path):
         raise FileNotFoundError(f"panoptic PNG missing: {pan_png_path}")
     ids = read_panoptic_ids(pan_png_path)
+    if check:
+        problems = check_gt_segments(ids, segments_info or [], pan_png_path)
+        if problems:
+            raise GroundTruthError("ground truth disagrees with its panoptic PNG; refusing to evaluate against it:\n  "
+                                   + "\n  ".join(problems[:10]))
     cat_of = {int(s["id"]): int(s["category_id"]) for s in (segments_info or [])}
     uniq, inv = np.unique(ids, return_inverse=True)  # loop below is over segments, not pixels
     lut = np.array([cat_of.get(int(u), ignore_label) for u in uniq], dtype=np.int64)
@@ -68,8 +78,10 @@ class PanopticSemSegEvaluator(SemSegEvaluator):
             pred = semantic_labels(out["sem_seg"]).to(self._cpu_device).numpy().astype(np.int64)
             rec = self._records.get(inp["file_name"])
             if rec is None:
-                raise KeyError(f"{inp['file_name']} is not in dataset {self._dataset_name}")
-            gt = semantic_from_panoptic(rec["pan_seg_file_name"], rec["segments_info"], self._ignore_label)
+                raise KeyError(f"{inp['file_name']} is not in dataset {self._dataset_name}: the evaluator's dataset "
+                               "differs from the test loader's (set dataloader.evaluator.dataset_name to the name "
+                               "in dataloader.test.dataset.names)")
+            gt = semantic_from_panoptic(rec["pan_seg_file_name"], rec["segments_info"], self._ignore_label, check=True)
             if gt.shape != pred.shape:
                 raise ValueError(
                     f"{inp['file_name']}: prediction {pred.shape} and ground truth {gt.shape} differ in size"

@@ -57,6 +57,7 @@ from pe_panoptic.postprocess import batch_results as postprocess  # the document
 __all__ = [
     "ONNX_OPSET",
     "ExportableNetwork",
+    "check_network_input",
     "register_onnx_symbolics",
     "trace_size",
     "export_torchscript",
@@ -298,6 +299,17 @@ def preprocess(
     return (batch - mean) / std, sizes
 
 
+def check_network_input(x, divisor: int = 14) -> None:
+    """The exported graphs (dynamic ONNX, TorchScript) do not check their input: an ``H`` or
+    ``W`` that is not a multiple of ``divisor`` runs and returns outputs of the wrong size, where
+    the eager model raises. Raw-graph users call this (or pad with :func:`preprocess`) first;
+    :class:`OnnxPanopticPredictor` does. ``ValueError`` naming the size."""
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    if x.dim() != 4 or h % divisor or w % divisor or h <= 0 or w <= 0:
+        raise ValueError(f"exported network input must be [B, 3, H, W] with H and W positive multiples of {divisor}, "
+                         f"got {tuple(x.shape)}: pad it first (pe_panoptic.export.preprocess pads as the mapper does)")
+
+
 class OnnxPanopticPredictor:
     """Panoptic segmentation with an exported ONNX network (onnxruntime) + :func:`postprocess`.
 
@@ -348,6 +360,7 @@ class OnnxPanopticPredictor:
             canvas = black.expand(1, x.shape[1], fh, fw).clone()
             canvas[..., : x.shape[-2], : x.shape[-1]] = x
             x = canvas
+        check_network_input(x, int(inp["size_divisibility"]))
         arrays = self.session.run(None, {inp["name"]: x.numpy()})
         outputs = {n: torch.from_numpy(a) for n, a in zip(self.meta["outputs"], arrays)}
         return postprocess(outputs, sizes, [(height, width)], self.encoding, self.meta["thing_ids"], self.cfg,

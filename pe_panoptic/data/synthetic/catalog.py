@@ -132,21 +132,42 @@ VARIANTS = {"default": ("synthetic_panoptic", {}), "small": ("synthetic_panoptic
 # ----------------------------------------------------------------------------------------------
 # detectron2 registration
 # ----------------------------------------------------------------------------------------------
-def load_synthetic_panoptic(root: str, split: str) -> List[dict]:
+def prepare_command(root: str, variant: str = "default") -> str:
+    """The command that generates ``variant`` at ``root`` (``datasets/prepare_synthetic.py``)."""
+    flag = "" if variant == "default" else f" --variant {variant}"
+    return f"python datasets/prepare_synthetic.py --root {root}{flag}"
+
+
+def _check_variant(root: str, variant: Optional[str]) -> None:
+    """Refuse a folder whose manifest holds another named variant than ``variant``."""
+    from pe_panoptic.data.synthetic.files import read_manifest_params, variant_of
+    from pe_panoptic.data.validation import DatasetError
+
+    params = read_manifest_params(root) if variant else None
+    found = variant_of(params) if params else None
+    if found and found != variant:
+        raise DatasetError(f"{os.path.join(root, 'manifest.json')}: this folder holds the {found!r} synthetic "
+                           f"variant ({params['num_train']} / {params['num_val']} images), not {variant!r}; "
+                           f"regenerate it with: {prepare_command(root, variant)} --force")
+
+
+def load_synthetic_panoptic(root: str, split: str, variant: Optional[str] = None) -> List[dict]:
     """Dataset dicts of one split, exactly as detectron2 builds them for COCO panoptic
     (``load_coco_panoptic_json``: contiguous ``category_id`` and ``isthing`` in
     ``segments_info``), plus ``sem_seg_file_name``; the files are checked first
-    (:func:`pe_panoptic.data.validation.validate_coco_panoptic`)."""
+    (:func:`pe_panoptic.data.validation.validate_coco_panoptic`), and with ``variant`` (the
+    registered name's variant) a folder holding another variant is refused."""
     from detectron2.data.datasets.coco_panoptic import load_coco_panoptic_json
 
     from pe_panoptic.data.validation import validate_coco_panoptic
 
     paths = synthetic_split_paths(root, split)
+    _check_variant(root, variant)
     missing = [p for k, p in paths.items() if not os.path.exists(p)]
     if missing:
         raise FileNotFoundError(
             f"synthetic panoptic split {split!r} not found under {root!r} (missing {missing[0]}). "
-            f"Generate it with: python datasets/prepare_synthetic.py --root {root}")
+            f"Generate it with: {prepare_command(root, variant or 'default')}")
     validate_coco_panoptic(paths["panoptic_json"], paths["image_root"], paths["panoptic_root"],
                            synthetic_panoptic_metadata())
     dicts = load_coco_panoptic_json(paths["panoptic_json"], paths["image_root"],
@@ -157,7 +178,7 @@ def load_synthetic_panoptic(root: str, split: str) -> List[dict]:
     return dicts
 
 
-def register_synthetic_panoptic(name: str, root: str, split: str) -> None:
+def register_synthetic_panoptic(name: str, root: str, split: str, variant: Optional[str] = None) -> None:
     """Register split ``split`` of the synthetic dataset at ``root`` as ``name``.
 
     Same metadata fields as detectron2's ``coco_2017_val_panoptic`` (via
@@ -173,7 +194,7 @@ def register_synthetic_panoptic(name: str, root: str, split: str) -> None:
         raise ValueError(f"register_synthetic_panoptic: dataset {name!r} is already registered")
     root = os.fspath(root)
     paths = synthetic_split_paths(root, split)
-    DatasetCatalog.register(name, lambda: load_synthetic_panoptic(root, split))
+    DatasetCatalog.register(name, lambda: load_synthetic_panoptic(root, split, variant))
     mark_validated(name)  # load_synthetic_panoptic validates the files itself
     MetadataCatalog.get(name).set(
         panoptic_root=paths["panoptic_root"],
@@ -201,5 +222,5 @@ def register_all_synthetic_panoptic(root: Optional[str] = None) -> None:
         for split in SPLITS:
             name = f"{folder}_{split}"
             if name not in DatasetCatalog.list():
-                register_synthetic_panoptic(name, vroot, split)
+                register_synthetic_panoptic(name, vroot, split, variant)
 

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from pe_panoptic.data.synthetic.catalog import (
+    VARIANTS,
     GENERATOR_VERSION,
     SPLIT_CODE,
     SPLITS,
@@ -115,6 +116,37 @@ def _manifest_params(seed, num_train, num_val, image_size, cfg: SceneConfig) -> 
     params = {"generator_version": GENERATOR_VERSION, "seed": seed, "num_train": num_train,
               "num_val": num_val, "image_size": list(image_size), "scene": dataclasses.asdict(cfg)}
     return json.loads(json.dumps(params))  # tuples -> lists, as read back from disk
+
+
+def variant_of(params: dict) -> Optional[str]:
+    """The name in :data:`VARIANTS` whose generator parameters are ``params`` (a manifest's
+    ``params``), else ``None`` (custom parameters)."""
+    for name, (_, overrides) in VARIANTS.items():
+        v = {**dict(seed=0, num_train=600, num_val=60, image_size=(168, 168)), **overrides}
+        scene = SceneConfig(**v["scene"]) if isinstance(v.get("scene"), dict) else SceneConfig()
+        if _manifest_params(v["seed"], v["num_train"], v["num_val"], v["image_size"], scene) == params:
+            return name
+    return None
+
+
+def read_manifest_params(root: str) -> Optional[dict]:
+    """``params`` of ``root/manifest.json``; ``None`` when there is no readable manifest."""
+    try:
+        with open(os.path.join(root, "manifest.json")) as f:
+            return json.load(f).get("params")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _refuse_other_variant(root: str, params: dict) -> None:
+    """A folder that holds one named variant is not overwritten by another named variant (e.g.
+    the default dataset generated into ``synthetic_panoptic_small``): ``ValueError``."""
+    old = read_manifest_params(root)
+    old_v, new_v = (variant_of(old) if old else None), variant_of(params)
+    if old_v and new_v and old_v != new_v:
+        raise ValueError(f"generate_synthetic_panoptic: {os.path.join(root, 'manifest.json')} holds the "
+                         f"{old_v!r} variant; refusing to write the {new_v!r} variant into {root} (give "
+                         f"--variant {old_v}, or another --root)")
 
 
 def _existing_manifest(root: str, params: dict, counts: Dict[str, int]) -> Optional[dict]:
@@ -242,6 +274,7 @@ def generate_synthetic_panoptic(root: Optional[str] = None, *, seed: int = 0, nu
             f"generate_synthetic_panoptic: scene must be a SceneConfig, got {type(scene)}")
     params = _manifest_params(int(seed), int(num_train), int(num_val), image_size, scene)
     counts = {"train": int(num_train), "val": int(num_val)}
+    _refuse_other_variant(root, params)
     if not force:
         manifest = _existing_manifest(root, params, counts)
         if manifest is not None:
