@@ -7,7 +7,7 @@ export DETECTRON2_DATASETS ?= $(CURDIR)/datasets
 STAMP := $(VENV)/.pe_panoptic-installed
 
 
-.PHONY: venv weights test demo clean-demo
+.PHONY: venv weights test demo clean-demo gpu-check
 
 venv: $(STAMP)
 
@@ -35,3 +35,7 @@ demo: venv weights
 
 clean-demo:
 	rm -rf output/demo
+
+# every GPU figure (docs/gpu.md) in one call of <= 8 minutes on one GPU; --dry-run runs it on CPU
+gpu-check: venv weights
+	$(PY) tools/gpu_check.py --output output/gpu_check

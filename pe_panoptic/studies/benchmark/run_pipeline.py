@@ -15,7 +15,8 @@ def run_pipeline(args) -> dict:
     """Evaluation pipeline images/s (test loader + model + post-processing + PQ / mIoU evaluators,
     i.e. detectron2's ``inference_on_dataset``) of several models on the same images, in one run:
     the entries alternate for ``--rounds`` rounds and each keeps its fastest round. The first
-    entry's images/s is divided by each other's (``ratio``)."""
+    entry's images/s is divided by each other's (``ratio``). ``args.entry_opts`` (optional,
+    ``{name: [key=value, ...]}``) adds overrides to one entry's config after the common ``args.opts``."""
     from detectron2.config import instantiate
     from detectron2.evaluation import inference_on_dataset
 
@@ -33,7 +34,8 @@ def run_pipeline(args) -> dict:
         if not sep or not name or not rest:
             raise SystemExit(f"--entries: {spec!r} is not name=config[:checkpoint]")
         config, _, ckpt = rest.partition(":")
-        cfg, model = load_model(config, list(args.opts or []), ckpt, str(device), args.trust_pickle,
+        opts = list(args.opts or []) + list((getattr(args, "entry_opts", None) or {}).get(name, []))
+        cfg, model = load_model(config, opts, ckpt, str(device), args.trust_pickle,
                                 missing_weights="ignore")
         loader = instantiate(cfg.dataloader.test)
         items = list(itertools.islice(iter(loader), args.images) if args.images else loader)
