@@ -50,7 +50,7 @@ def test_ground_truth_as_prediction_gives_pq_100(frame):
     assert all("isthing" not in s for s in d["segments_info"])  # builtin Cityscapes dicts
     ev, res = _evaluate(d, _prediction(d, ids))
     assert [type(e).__name__ for e in ev._evaluators] == [
-        "COCOPanopticEvaluator", "CityscapesPanopticEvaluator", "PanopticSemSegEvaluator"]
+        "PanopticEvaluator", "CityscapesPanopticEvaluator", "PanopticSemSegEvaluator"]
     for key in ("panoptic_seg", "cityscapes_panoptic_seg"):
         for m in ("PQ", "SQ", "RQ", "PQ_th", "PQ_st"):
             assert res[key][m] == pytest.approx(100.0), (key, m)

@@ -90,7 +90,7 @@ def test_coco_data_config_end_to_end(d2_datasets, tmp_path, caplog):
     assert "targets" not in x and max(x["image"].shape[1:]) == 336 and x["image"].shape[1] % 14 == 0
     cfg.dataloader.evaluator.output_dir = str(tmp_path)
     evs = instantiate(cfg.dataloader.evaluator)._evaluators
-    assert [type(e).__name__ for e in evs] == ["COCOPanopticEvaluator", "PanopticSemSegEvaluator"]
+    assert [type(e).__name__ for e in evs] == ["PanopticEvaluator", "PanopticSemSegEvaluator"]
     with caplog.at_level(logging.WARNING, logger="pe_panoptic.engine.trainer"):
         evs = build_evaluators("coco_2017_val_panoptic", str(tmp_path), with_depth=True)._evaluators
     assert len(evs) == 2 and "has no metric depth ground truth" in caplog.text
@@ -117,7 +117,7 @@ def test_cityscapes_data_config_end_to_end(d2_datasets):
     assert x["image"].shape == (3, 784, 1568) and (x["height"], x["width"]) == (128, 256)
     assert x["image_id"] == "frankfurt_000000_000294"
     evs = build_evaluators("cityscapes_fine_panoptic_val", None)._evaluators
-    assert [type(e).__name__ for e in evs] == ["COCOPanopticEvaluator", "CityscapesPanopticEvaluator",
+    assert [type(e).__name__ for e in evs] == ["PanopticEvaluator", "CityscapesPanopticEvaluator",
                                                "PanopticSemSegEvaluator"]
 
 

@@ -158,7 +158,7 @@ def test_demo_on_dataset_and_images(demo, d2_datasets, tmp_path, capsys):
     ann = d2_datasets / "coco" / "annotations"
     printed = run_demo(demo, capsys, ["--input", str(img.parent), "--gt-json", str(ann / "panoptic_val2017.json"),
                                       "--gt-root", str(img.parent.parent / "panoptic_val2017"), "--max-inputs", "1",
-                                      "--output", str(out)])
+                                      "--output", str(tmp_path / "vis_gt")])  # `out` holds this image's outputs
     assert [r["name"] for r in printed["images"]] == ["000000039769"]  # folder, sorted
     assert printed["images"][0]["eds_source"] == "ground truth"
     with pytest.raises(FileNotFoundError, match="no such file"):
