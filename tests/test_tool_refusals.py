@@ -218,8 +218,13 @@ def test_a_finished_run_is_not_overwritten(tmp_path):
 
 
 def test_run_demo_refuses_to_replace_a_finished_demo(tmp_path):
-    (tmp_path / "model_final.pth").write_text("old")
+    import torch
+
+    torch.save({"model": {}}, tmp_path / "model_final.pth")  # a real (finished) checkpoint archive
     with pytest.raises(SystemExit, match=f"{tmp_path} already holds a finished run .*make clean-demo.*--overwrite"):
+        tool("run_demo").main(["--output", str(tmp_path)])
+    (tmp_path / "model_final.pth").write_text("old")  # truncated / not a checkpoint: an unfinished run, refused too
+    with pytest.raises(SystemExit, match=f"{tmp_path} already holds an unfinished run .*--overwrite"):
         tool("run_demo").main(["--output", str(tmp_path)])
 
 
