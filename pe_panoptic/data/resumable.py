@@ -40,6 +40,7 @@ import copy
 import itertools
 import logging
 import random
+from abc import ABC, abstractmethod
 from typing import Callable, Dict, Iterator, List, Optional
 
 import numpy as np
@@ -176,7 +177,7 @@ def batches_per_step(effective_batch_size: Optional[int], total_batch_size: int)
     return eff // total
 
 
-class LazyStartLoader:
+class LazyStartLoader(ABC):
     """Base of the resumable loaders: :meth:`set_start` (micro-batches to skip) before the first
     ``next()``, which starts the workers (``_torch_loader``, defined by the subclass)."""
 
@@ -191,8 +192,9 @@ class LazyStartLoader:
             raise RuntimeError(f"{type(self).__name__}.set_start: iteration has already started")
         self.start_batch = int(consumed_batches)
 
+    @abstractmethod
     def _torch_loader(self) -> torchdata.DataLoader:
-        raise NotImplementedError(f"{type(self).__name__} must define _torch_loader")
+        """The torch ``DataLoader`` of this process's batches from ``start_batch`` on; sets ``_started``."""
 
     def __iter__(self) -> Iterator[List[dict]]:
         return _LazyIterator(self)
