@@ -21,6 +21,7 @@ def run_pipeline(args) -> dict:
     from detectron2.evaluation import inference_on_dataset
 
     from pe_panoptic.engine.predictor import load_model
+    from pe_panoptic.evaluation.panoptic import score_only_predicted
 
     if len(args.entries) < 2:
         raise SystemExit("--entries needs at least two name=config[:checkpoint] entries to compare")
@@ -52,15 +53,8 @@ def run_pipeline(args) -> dict:
         for _ in range(args.rounds):
             for name, (model, items, ev_cfg, _, _) in built.items():
                 evaluator = instantiate(ev_cfg)
-                if args.images:  # a subset of the split: score only the images predicted
-                    from pe_panoptic.evaluation.panoptic import score_only_predicted
-
-                    try:
-                        score_only_predicted(evaluator)
-                    except TypeError:  # a baseline's own COCOPanopticEvaluator (Mask2Former's): swap it
-                        from pe_panoptic.evaluation.build import build_evaluators
-
-                        evaluator = score_only_predicted(build_evaluators(ev_cfg.dataset_name, ev_cfg.output_dir))
+                if args.images:  # a subset of the split: score only the images predicted (as tools/compare.py)
+                    score_only_predicted(evaluator)
                 B.synchronize(device)
                 t0 = time.perf_counter()
                 inference_on_dataset(model, items, evaluator)
