@@ -250,6 +250,24 @@ def format_table(rows: Sequence[Dict]) -> str:
     return "\n".join(lines)
 
 
+def write_curves(runs: Dict[str, Dict], output_dir: str) -> Dict[str, List[Dict]]:
+    """The equal-budget runs' validation points on both time axes: ``<output_dir>/curves.json``,
+    ``curves.png`` (calibrated seconds), ``curves_measured.png``, and a table on stdout."""
+    from pe_panoptic.studies.budget_curves import curve_rows, load_run_points, plot_budget_curves
+
+    points = {n: load_run_points(r["output_dir"], r["calibration_s_per_iter"]) for n, r in runs.items()}
+    with open(os.path.join(output_dir, "curves.json"), "w") as f:
+        json.dump(points, f, indent=1)
+    budget = max(r["budget_s"] for r in runs.values())
+    plot_budget_curves(points, os.path.join(output_dir, "curves.png"), "calibrated",
+                       title=f"equal training budget of {budget:.0f} s per model")
+    plot_budget_curves(points, os.path.join(output_dir, "curves_measured.png"), "measured",
+                       title=f"equal training budget of {budget:.0f} s per model (measured clock)")
+    print(markdown_table(["model", "iteration", "calibrated s", "measured s", "PQ", "PQ_th", "PQ_st"],
+                         curve_rows(points), align="lrrrrrr"))
+    return points
+
+
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--entries", nargs="+", required=True, help="name=config.py[:checkpoint.pth] ...")
@@ -266,6 +284,12 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--entry-opts", action="append", default=[], metavar="NAME:KEY=VALUE",
                    help="an override for one entry (training and evaluation); repeat for more")
     p.add_argument("--calibration-iters", type=int, default=8, help="iterations of the timing run (>= 4)")
+    p.add_argument("--curve-points", type=int, default=0,
+                   help="with --train-budget-s: evaluate this many times during each training run and write the "
+                        "learning curves of all entries on one time axis (<output-dir>/curves.{json,png})")
+    p.add_argument("--resume", action="store_true",
+                   help="with --train-budget-s: reuse the entries already trained into --output-dir with the same "
+                        "settings (an interrupted comparison continues with the next entry)")
     return p
 
 
@@ -297,17 +321,31 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict]:
         load_config(config, list(args.opts) + per_entry[name])
         if args.train_budget_s:
             load_config(config, list(args.opts) + list(args.train_opts) + per_entry[name])
+    if (args.curve_points or args.resume) and not args.train_budget_s:
+        raise ValueError("--curve-points and --resume apply to the training runs of --train-budget-s")
     runs = {}
     if args.train_budget_s:
-        from pe_panoptic.studies.equal_budget import train_within_budget
+        from pe_panoptic.studies.equal_budget import calibrate, has_finished_run, train_within_budget
 
         given = [n for n, _, k in entries if k]
         if given:
             raise ValueError(f"--train-budget-s trains every entry: give no checkpoints (entries {given} have one)")
+        train_opts = {n: list(args.opts) + list(args.train_opts) + per_entry[n] for n in names}
+        speeds = {}  # every calibration before any training: none of them runs beside a training
+        if args.train_budget_s < 0:
+            raise ValueError(f"--train-budget-s must be positive, got {args.train_budget_s}")
+        done = [n for n in names if has_finished_run(n, args.output_dir)]
+        if done and not args.resume:
+            raise FileExistsError(f"{args.output_dir} already holds finished equal-budget runs of {done}: continue the "
+                                  "comparison with --resume (reuses them), or choose another --output-dir")
         for name, config, _ in entries:
-            runs[name] = train_within_budget(name, config, args.train_budget_s, args.output_dir,
-                                             list(args.opts) + list(args.train_opts) + per_entry[name],
-                                             calibration_iters=args.calibration_iters)
+            if name not in done:
+                speeds[name] = calibrate(name, config, args.output_dir, train_opts[name],
+                                         calibration_iters=args.calibration_iters)
+        for name, config, _ in entries:
+            runs[name] = train_within_budget(name, config, args.train_budget_s, args.output_dir, train_opts[name],
+                                             calibration_iters=args.calibration_iters, s_per_iter=speeds.get(name),
+                                             curve_points=args.curve_points, reuse=args.resume)
         entries = [(n, c, runs[n]["checkpoint"]) for n, c, _ in entries]
     rows = []
     for n, c, k in entries:
@@ -321,6 +359,8 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict]:
             row.update(budget_columns(runs[n]), budget_s=args.train_budget_s)
         rows.append(row)
     print(format_table(rows))
+    if args.curve_points:
+        write_curves(runs, args.output_dir)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

@@ -57,7 +57,7 @@ from pe_panoptic.engine.trainer import (  # noqa: E402
     maybe_compile,
 )
 from pe_panoptic.engine.launch import launch  # noqa: E402
-from pe_panoptic.engine.learning_curve import LearningCurveHook  # noqa: E402
+from pe_panoptic.engine.learning_curve import LearningCurveHook, TrainingClockHook  # noqa: E402
 from pe_panoptic.engine.recipes import resolve_accumulate_steps  # noqa: E402
 from pe_panoptic.engine.run_dir import (  # noqa: E402
     ConfigYamlGuard,
@@ -135,6 +135,8 @@ def do_train(args, cfg, config_guard=None):
         [
             IterationSeedHook(seed),
             hooks.IterationTimer(),
+            # training seconds without the evaluations, for curves on a time axis (before EvalHook)
+            TrainingClockHook() if cfg.train.get("learning_curve", False) else None,
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
             hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
             # the config's own hooks (e.g. EoMT's MaskAnnealingHook), before the evaluation hook

@@ -10,6 +10,10 @@
   ``<output_dir>/learning_curve.json`` (``{metric: [[iteration, value], ...]}``: every loss term,
   the diagnostics above, and val ``PQ`` / ``PQ_th`` / ``PQ_st`` / mIoU from the evaluations) and
   ``learning_curve.png``.
+* :class:`TrainingClockHook`: the seconds spent training so far (forward, backward, optimizer
+  step and the hooks registered before it; not the evaluations), as ``train_seconds`` in the event
+  storage and in ``learning_curve.json``, so that curves of models of different speeds can be put
+  on one time axis (``tools/compare.py --curve-points``).
 
 ``PixelCentroidHead`` returns the diagnostics in its training output (``diag/inst/norm``,
 ``diag/inst/cos_u0``, ...; detached, not losses) and :class:`pe_panoptic.engine.trainer.PETrainer`
@@ -20,16 +24,20 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from typing import Dict, List, Optional
 
+import torch
 from detectron2.engine import HookBase
 
 from pe_panoptic.encoding import instance_code_diagnostics
 
-__all__ = ["instance_code_diagnostics", "LearningCurveHook", "plot_learning_curve", "void_plateau_warning", "PLATEAU_NORM"]
+__all__ = ["instance_code_diagnostics", "LearningCurveHook", "TrainingClockHook", "TRAIN_SECONDS", "plot_learning_curve", "void_plateau_warning", "PLATEAU_NORM"]
 
 #: the instance-code diagnostics' names in the event storage (``PixelCentroidHead``'s ``diag/inst/...``)
 _DIAG = "diag/inst/"
+#: the training clock's name in the event storage and in learning_curve.json (:class:`TrainingClockHook`)
+TRAIN_SECONDS = "train_seconds"
 
 _VAL_KEYS = {"panoptic_seg/PQ": "val PQ", "panoptic_seg/PQ_th": "val PQ_th", "panoptic_seg/PQ_st": "val PQ_st",
              "sem_seg/mIoU": "val mIoU"}
@@ -88,6 +96,30 @@ def void_plateau_warning(curves: Dict[str, List[List[float]]], iteration: int, m
             "no-void setting) or model.encoding.norm=squared for this stage")
 
 
+class TrainingClockHook(HookBase):
+    """Cumulative training seconds, put into the event storage as ``train_seconds`` after every
+    step. Register it before ``EvalHook``: hooks run their ``after_step`` in registration order, so
+    the time of the evaluations (and of every hook after this one) is left out. The first step's
+    time (data-loader start-up included) counts, as it does for every model. A resumed run
+    starts again from 0."""
+
+    def __init__(self):
+        self.seconds = 0.0
+        self._t0: Optional[float] = None
+
+    def before_step(self):
+        self._t0 = time.perf_counter()
+
+    def after_step(self):
+        if self._t0 is None:
+            return
+        if torch.cuda.is_available():  # the step's kernels are part of its time
+            torch.cuda.synchronize()
+        self.seconds += time.perf_counter() - self._t0
+        self._t0 = None
+        self.trainer.storage.put_scalar(TRAIN_SECONDS, self.seconds, smoothing_hint=False)
+
+
 class LearningCurveHook(HookBase):
     """Sample the curves every ``sample_period`` iterations and write ``learning_curve.json`` /
     ``.png`` into ``output_dir`` every ``period`` iterations and after the last one (register it
@@ -108,7 +140,13 @@ class LearningCurveHook(HookBase):
         storage = self.trainer.storage
         it = int(self.trainer.iter)
         for k, hist in storage.histories().items():
-            if k.startswith("loss") or k == "total_loss" or k.startswith(_DIAG):
+            if k == TRAIN_SECONDS:  # cumulative: its last value (at the iteration it was put), not a median
+                if hist.values():
+                    v, at = hist.values()[-1]
+                    series = self.curves.setdefault(k, [])
+                    if not series or series[-1][0] != at:
+                        series.append([int(at), float(v)])
+            elif k.startswith("loss") or k == "total_loss" or k.startswith(_DIAG):
                 if hist.values() and hist.values()[-1][1] >= it - self.window:
                     self.curves.setdefault(k, []).append([it, float(hist.median(self.window))])
             elif k in _VAL_KEYS:
