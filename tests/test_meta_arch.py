@@ -173,3 +173,35 @@ def test_inference_pastes_only_the_unpadded_region():
     model.semantic_output = "probs"
     out = model([{"image": img, "height": 84, "width": 112, "image_size_unpadded": (42, 56)}])[0]
     assert torch.allclose(out["sem_seg"], want.softmax(0), atol=1e-5)
+
+
+def test_a_batch_of_mixed_sizes_predicts_what_batch_1_predicts():
+    """Padding a smaller image to a larger one's size changes its prediction (the ViT attends to
+    the padded tokens): inference runs one forward pass per padded size, so each image of a
+    mixed-size batch gets exactly its batch-1 result, and images of one size share a pass."""
+    model = tiny_model().eval()
+    gen = torch.Generator().manual_seed(3)
+    imgs = [torch.randint(0, 255, (3, h, w), dtype=torch.uint8, generator=gen)
+            for h, w in ((56, 56), (30, 41), (84, 70), (42, 42), (50, 56))]
+    batch = [{"image": im, "height": im.shape[1], "width": im.shape[2]} for im in imgs]
+    # (30, 41) and (42, 42) pad to 42 x 42; (50, 56) and (56, 56) to 56 x 56
+    assert model.size_groups(batch) == [[0, 4], [1, 3], [2]]
+    calls = []
+    original = model.forward_features
+    model.forward_features = lambda x: calls.append(tuple(x.shape)) or original(x)
+    together = model(batch)
+    assert calls == [(2, 3, 56, 56), (2, 3, 42, 42), (1, 3, 84, 70)]
+    for x, got in zip(batch, together):
+        alone = model([x])[0]
+        assert torch.equal(got["sem_seg"], alone["sem_seg"])
+        assert torch.equal(got["panoptic_seg"][0], alone["panoptic_seg"][0])
+        drop = lambda info: [{k: v for k, v in s.items() if k != "score"} for s in info]  # noqa: E731
+        assert drop(got["panoptic_seg"][1]) == drop(alone["panoptic_seg"][1])
+        # scores are means over the segment: equal up to the summation order of a batch of 2
+        assert [s.get("score") for s in got["panoptic_seg"][1]] == pytest.approx(
+            [s.get("score") for s in alone["panoptic_seg"][1]], rel=1e-6)
+    # what padding to the batch's largest size would have done instead: a different prediction
+    with torch.no_grad():
+        padded = model.forward_features(model.preprocess_image(batch).tensor)["sem_logits"][1, :, :17, :24]
+        own = model.forward_features(model.preprocess_image([batch[1]]).tensor)["sem_logits"][0, :, :17, :24]
+    assert not torch.allclose(padded, own, atol=1e-3)

@@ -214,11 +214,35 @@ class PixelCentroidHead(nn.Module):
         return self.heads(h)
 
     def forward(self, batched_inputs: List[dict]):
+        if not self.training:
+            return self.inference_by_size(batched_inputs)
         images = self.preprocess_image(batched_inputs)
         outputs = self.forward_features(images.tensor)
-        if self.training:
-            return self.losses(outputs, batched_inputs, images.tensor.shape[-2:])
-        return self.inference(outputs, batched_inputs, images)
+        return self.losses(outputs, batched_inputs, images.tensor.shape[-2:])
+
+    def size_groups(self, batched_inputs: List[dict]) -> List[List[int]]:
+        """Indices of the images that share a padded size (each side rounded up to a multiple of
+        ``size_divisibility``), in order of first appearance."""
+        d = self.size_divisibility
+        groups: Dict[tuple, List[int]] = {}
+        for i, x in enumerate(batched_inputs):
+            h, w = x["image"].shape[-2:]
+            groups.setdefault((-(-h // d) * d, -(-w // d) * d), []).append(i)
+        return list(groups.values())
+
+    def inference_by_size(self, batched_inputs: List[dict]) -> List[dict]:
+        """Inference of a batch, one forward pass per padded size (:meth:`size_groups`). Padding a
+        smaller image up to a larger one's size would change its prediction: the ViT attends to the
+        padded tokens and the convolutions see them. Grouped, every image gets the prediction it
+        gets at batch 1 (the padding to its own multiple of 14 is the same), and images of one size
+        still share a forward pass."""
+        results: List[Optional[dict]] = [None] * len(batched_inputs)
+        for idx in self.size_groups(batched_inputs):
+            group = [batched_inputs[i] for i in idx]
+            images = self.preprocess_image(group)
+            for i, r in zip(idx, self.inference(self.forward_features(images.tensor), group, images)):
+                results[i] = r
+        return results
 
     # ------------------------------------------------------------------------------------
     def batch_targets(self, batched_inputs: List[dict], out_hw, in_hw) -> Dict[str, torch.Tensor]:
