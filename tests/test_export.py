@@ -86,7 +86,9 @@ def test_onnx_dynamic_matches_eager_outputs_and_panoptic(model, dynamic_onnx):
         batched = [{"image": im, "height": im.shape[1] * 2, "width": im.shape[2] * 2} for im in images(sizes)]
         with torch.no_grad():
             padded = model.preprocess_image(batched)
-            expected = model(batched)
+            # the model's inference on the same padded batch (model(batched) itself runs one pass per
+            # size, so its result for the padded image differs: test_meta_arch)
+            expected = model.inference(model.forward_features(padded.tensor), batched, padded)
             eager = ExportableNetwork(model)(padded.tensor)
         out = run_onnx(dynamic_onnx, padded.tensor)
         assert [tuple(o.shape) for o in out] == [tuple(e.shape) for e in eager]
@@ -250,3 +252,24 @@ def test_export_tool(tmp_path, capsys):
     assert meta["encoding"] == {"name": "pe", "num_harmonics": 3}  # the override reached the export
     assert meta["thing_ids"] == [0, 1, 2, 3] and meta["input"]["resize_longest"] == 168
     assert meta["postprocess"]["grid"] == [48, 48] and meta["outputs"] == ["sem_logits", "inst"]
+
+
+def test_torchscript_refuses_what_the_eager_model_refuses(model, tmp_path):
+    """A trace keeps no Python check: the saved TorchScript file is the trace behind a scripted
+    input check, so a size that is not a multiple of 14 raises inside the graph (naming it), as
+    the eager model does, instead of returning wrong-sized outputs."""
+    dyn, fixed = str(tmp_path / "dyn.ts"), str(tmp_path / "fixed.ts")
+    export_torchscript(model, dyn, 56, 56, dynamic=True)
+    export_torchscript(model, fixed, 42, 56, dynamic=False)
+    bad = torch.randn(1, 3, 50, 56)
+    with pytest.raises(ValueError, match="not a multiple of the patch size 14"):
+        ExportableNetwork(model)(bad)  # eager: refused
+    for path in (dyn, fixed):
+        ts = torch.jit.load(path)
+        with pytest.raises(Exception, match=r"multiples of 14, got \[1, 3, 50, 56\]"):
+            ts(bad)
+        with pytest.raises(Exception, match=r"must be \[B, 3, H, W\]"):
+            ts(torch.randn(3, 56, 56))
+    with pytest.raises(Exception, match="fixed size 42x56"):
+        torch.jit.load(fixed)(torch.randn(1, 3, 56, 56))
+    assert [o.shape[-2:] for o in torch.jit.load(fixed)(torch.randn(1, 3, 42, 56))] == [(24, 32)] * 2

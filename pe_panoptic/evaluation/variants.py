@@ -82,16 +82,18 @@ def evaluate_postprocess_variants(
     seconds = dict.fromkeys(cfgs, 0.0)
     n = 0
     try:
-        for inputs in data_loader:
-            images = model.preprocess_image(inputs)
-            outputs = model.forward_features(images.tensor)
-            for name, cfg in cfgs.items():
-                model.postprocess_cfg = cfg
-                t = time.perf_counter()
-                results = model.inference(outputs, inputs, images)
-                seconds[name] += time.perf_counter() - t
-                evaluators[name].process(inputs, results)
-            n += len(inputs)
+        for batch in data_loader:
+            for idx in model.size_groups(batch):  # one pass per padded size, as model(batch) runs
+                inputs = [batch[i] for i in idx]
+                images = model.preprocess_image(inputs)
+                outputs = model.forward_features(images.tensor)
+                for name, cfg in cfgs.items():
+                    model.postprocess_cfg = cfg
+                    t = time.perf_counter()
+                    results = model.inference(outputs, inputs, images)
+                    seconds[name] += time.perf_counter() - t
+                    evaluators[name].process(inputs, results)
+                n += len(inputs)
     finally:
         model.postprocess_cfg = base
         model.train(was_training)

@@ -61,6 +61,7 @@ __all__ = [
     "register_onnx_symbolics",
     "trace_size",
     "export_torchscript",
+    "CheckedGraph",
     "export_onnx",
     "export_metadata",
     "encoding_from_spec",
@@ -169,7 +170,7 @@ def _quiet_tracing():
     documented export paths here) and the tracer's shape warnings (sizes come from the input:
     the trace stays generic)."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"`torch\.jit\.trace", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.(trace|script)", category=FutureWarning)
         warnings.filterwarnings("ignore", message=r".*legacy TorchScript-based ONNX", category=DeprecationWarning)
         warnings.filterwarnings("ignore", message=r"The feature will be removed", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
@@ -182,16 +183,47 @@ def _example(net: ExportableNetwork, hw: Tuple[int, int], batch: int = 1) -> tor
     return torch.randn(batch, 3, *hw, generator=g).to(dev)
 
 
+class CheckedGraph(nn.Module):
+    """A traced network behind an input check that TorchScript keeps (``torch.jit.script``): a
+    trace records no Python ``if``, so a bare traced graph runs on an ``H`` or ``W`` that is not a
+    multiple of the patch size and returns wrong-sized outputs, where the eager model raises. The
+    saved TorchScript file refuses such an input itself, with the message of
+    :func:`check_network_input` (``fixed_hw``: a fixed-size export also refuses any other size)."""
+
+    def __init__(self, traced: nn.Module, divisor: int, fixed_hw: Tuple[int, int] = (0, 0)):
+        super().__init__()
+        self.net = traced
+        self.divisor = int(divisor)
+        self.fixed_h, self.fixed_w = int(fixed_hw[0]), int(fixed_hw[1])
+
+    def forward(self, image: torch.Tensor):
+        if image.dim() != 4 or image.size(1) != 3:
+            raise ValueError("exported network input must be [B, 3, H, W], got " + str(image.shape))
+        h, w = image.size(2), image.size(3)
+        if h <= 0 or w <= 0 or h % self.divisor != 0 or w % self.divisor != 0:
+            raise ValueError("exported network input must be [B, 3, H, W] with H and W positive multiples of "
+                             + str(self.divisor) + ", got " + str(image.shape)
+                             + ": pad it first (pe_panoptic.export.preprocess pads as the mapper does)")
+        if self.fixed_h > 0 and (h != self.fixed_h or w != self.fixed_w):
+            raise ValueError("this TorchScript graph was exported at the fixed size " + str(self.fixed_h) + "x"
+                             + str(self.fixed_w) + ", got " + str(image.shape) + ": pad to it, or export with --dynamic")
+        return self.net(image)
+
+
 def export_torchscript(model: nn.Module, path: str, height: int, width: int, dynamic: bool = True):
-    """Trace the network (:class:`ExportableNetwork`) and save it to ``path``. Returns the traced
-    module. The trace is size-generic when ``dynamic`` (any multiple of 14, any batch)."""
+    """Trace the network (:class:`ExportableNetwork`), put it behind its input check
+    (:class:`CheckedGraph`, scripted) and save it to ``path``. Returns the saved module. The trace
+    is size-generic when ``dynamic`` (any multiple of 14, any batch)."""
     net = ExportableNetwork(model).eval()
-    x = _example(net, trace_size(net, height, width, dynamic))
+    hw = trace_size(net, height, width, dynamic)
+    x = _example(net, hw)
     with torch.no_grad(), _quiet_tracing():
         traced = torch.jit.trace(net, x, check_trace=False)
+    with _quiet_tracing():
+        checked = torch.jit.script(CheckedGraph(traced, net.size_divisibility, (0, 0) if dynamic else hw))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    traced.save(path)
-    return traced
+    checked.save(path)
+    return checked
 
 
 def export_onnx(
@@ -281,7 +313,10 @@ def preprocess(
 
     Every image is zero-padded (black, in pixel values, as the dataset mapper pads in training)
     at the bottom / right to the batch's largest size rounded up to a multiple of
-    ``size_divisibility``, then normalized ``(x - mean) / std``.
+    ``size_divisibility``, then normalized ``(x - mean) / std``. Images of different padded
+    sizes in one batch predict differently from batch 1 (the network sees the padding of the
+    smaller ones); ``PixelCentroidHead`` therefore runs one pass per padded size, and so should a
+    batched caller of the exported graph (:class:`OnnxPanopticPredictor` runs one image a call).
     """
     if not images:
         raise ValueError("preprocess: no images")
@@ -300,10 +335,11 @@ def preprocess(
 
 
 def check_network_input(x, divisor: int = 14) -> None:
-    """The exported graphs (dynamic ONNX, TorchScript) do not check their input: an ``H`` or
-    ``W`` that is not a multiple of ``divisor`` runs and returns outputs of the wrong size, where
-    the eager model raises. Raw-graph users call this (or pad with :func:`preprocess`) first;
-    :class:`OnnxPanopticPredictor` does. ``ValueError`` naming the size."""
+    """A dynamic ONNX graph does not check its input: an ``H`` or ``W`` that is not a multiple of
+    ``divisor`` runs and returns outputs of the wrong size, where the eager model raises. Raw ONNX
+    users call this (or pad with :func:`preprocess`) first; :class:`OnnxPanopticPredictor` does.
+    The TorchScript export checks inside the file (:class:`CheckedGraph`). ``ValueError`` naming
+    the size."""
     h, w = int(x.shape[-2]), int(x.shape[-1])
     if x.dim() != 4 or h % divisor or w % divisor or h <= 0 or w <= 0:
         raise ValueError(f"exported network input must be [B, 3, H, W] with H and W positive multiples of {divisor}, "
