@@ -141,13 +141,33 @@ def test_ground_truth_disagreeing_with_its_pngs_is_refused_naming_file_and_segme
 
 def test_all_crowd_split_warns_at_load_and_evaluates_without_crashing(coco_copy, tmp_path, caplog):
     """A split whose segments are all crowd: warned at load, and the evaluation returns (panopticapi
-    raised ZeroDivisionError after training). On this fixture the result reads 0.0, not NaN: the
-    NaN path of pq_from_annotations is covered by test_pq_from_annotations_nan_for_an_empty_group."""
+    raised ZeroDivisionError after training). With one crowd region per category (panopticapi keeps
+    one crowd region per category and image), the perfect prediction lies inside the crowd regions,
+    which panopticapi ignores: no category has a TP, FP or FN, and PQ / PQ_th / PQ_st are
+    undefined, reported as NaN with a warning, through the real pq_compute."""
+    from PIL import Image
+    from panopticapi.utils import id2rgb
+
     def crowd(d):
         d["annotations"] = d["annotations"][:1]
-        d["images"] = [im for im in d["images"] if im["id"] == d["annotations"][0]["image_id"]]
-        for s in d["annotations"][0]["segments_info"]:
-            s["iscrowd"] = 1
+        ann = d["annotations"][0]
+        d["images"] = [im for im in d["images"] if im["id"] == ann["image_id"]]
+        png = root / "panoptic" / ann["file_name"]
+        pan = read_panoptic_ids(str(png))
+        merged = np.zeros_like(pan)
+        segments = []
+        for cat in sorted({s["category_id"] for s in ann["segments_info"]}):  # one crowd segment a category
+            mask = np.isin(pan, [s["id"] for s in ann["segments_info"] if s["category_id"] == cat])
+            sid = len(segments) + 1
+            merged[mask] = sid
+            ys, xs = np.nonzero(mask)
+            segments.append({"id": sid, "category_id": cat, "iscrowd": 1, "area": int(mask.sum()),
+                             "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1),
+                                      int(ys.max() - ys.min() + 1)]})
+        Image.fromarray(id2rgb(merged)).save(png)
+        ann["segments_info"] = segments
+
+    root = tmp_path / "coco"  # coco_copy's folder (the same tmp_path): its PNGs are copies
     name, path, _ = coco_copy(crowd)
     with caplog.at_level(logging.WARNING):
         DatasetCatalog.get(name)
@@ -155,9 +175,12 @@ def test_all_crowd_split_warns_at_load_and_evaluates_without_crashing(coco_copy,
     ev = PanopticEvaluator(name, str(tmp_path / "eval"))
     ev.reset()
     inputs, outputs = perfect_predictions(name)
+    assert len(outputs[0]["panoptic_seg"][1]) >= 3  # things and stuff predicted
     ev.process(inputs, outputs)
-    res = ev.evaluate()["panoptic_seg"]
-    assert set(res) >= {"PQ", "PQ_th", "PQ_st"}
+    with caplog.at_level(logging.WARNING):
+        res = ev.evaluate()["panoptic_seg"]
+    assert all(math.isnan(res[k]) for k in ("PQ", "PQ_th", "PQ_st", "SQ", "RQ")), res
+    assert f"PQ of {name!r} is undefined (reported as NaN)" in caplog.text
 
 
 def test_pq_from_annotations_nan_for_an_empty_group(coco_copy, tmp_path):
