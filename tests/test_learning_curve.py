@@ -96,3 +96,51 @@ def test_void_plateau_warning_from_the_code_norm():
     assert msg and "void plateau" in msg and "include_void=False" in msg and "0.30" in msg
     assert void_plateau_warning({"diag/inst/norm": [[120, PLATEAU_NORM + 0.1]]}, 120, 1000) is None
     assert void_plateau_warning({"loss_inst": [[120, 1.0]]}, 500, 1000) is None  # no diagnostics: no verdict
+
+
+def test_training_clock_leaves_out_the_hooks_after_it(tmp_path):
+    """detectron2's trainer runs the hooks' after_step in registration order: the clock stops
+    before the (slow) evaluation registered after it, and the learning curve records it with the
+    validation points, which budget_curves puts on a time axis (the evaluation after the last
+    step, stored at max_iter, counts as max_iter iterations)."""
+    import time
+
+    from detectron2.engine import HookBase, TrainerBase
+
+    from pe_panoptic.engine.learning_curve import TRAIN_SECONDS, TrainingClockHook
+    from pe_panoptic.studies.budget_curves import load_run_points, plot_budget_curves
+
+    class SlowEval(HookBase):
+        def after_step(self):
+            time.sleep(0.2)
+            if self.trainer.iter in (1, 3):
+                self.trainer.storage.put_scalars(**{"panoptic_seg/PQ_th": 10.0 * self.trainer.iter,
+                                                    "panoptic_seg/PQ": 5.0})
+
+        def after_train(self):  # as detectron2's EvalHook: one more evaluation after the last step
+            self.trainer.storage.put_scalars(**{"panoptic_seg/PQ_th": 40.0})
+
+    class Steps(TrainerBase):
+        def run_step(self):
+            time.sleep(0.02)
+
+    trainer = Steps()
+    clock = TrainingClockHook()
+    trainer.register_hooks([clock, SlowEval(), LearningCurveHook(str(tmp_path), period=2, sample_period=1)])
+    trainer.train(0, 4)
+    assert 0.08 <= clock.seconds < 0.2 * 4 / 2  # 4 steps of 20 ms; none of the 800 ms of evaluation
+    curves = json.loads((tmp_path / "learning_curve.json").read_text())
+    assert [p[0] for p in curves[TRAIN_SECONDS]] == [0, 1, 2, 3]
+    assert curves[TRAIN_SECONDS][-1][1] == pytest.approx(clock.seconds)
+    pts = load_run_points(str(tmp_path), s_per_iter=0.5)
+    assert [p["iteration"] for p in pts] == [2, 4]  # iteration 3's evaluation and the final one share a point
+    assert [p["calibrated_s"] for p in pts] == [1.0, 2.0]
+    assert pts[0]["PQ_th"] == 10.0 and pts[0]["PQ"] == 5.0 and pts[1]["PQ_th"] == 40.0
+    assert pts[0]["measured_s"] == pytest.approx(curves[TRAIN_SECONDS][1][1])
+    plot_budget_curves({"a": pts, "b": pts}, str(tmp_path / "c.png"), "measured")
+    assert (tmp_path / "c.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="axis must be"):
+        plot_budget_curves({"a": pts}, str(tmp_path / "c.png"), "wall")
+    (tmp_path / "learning_curve.json").write_text(json.dumps({"val PQ_th": [[1, 3.0]]}))
+    with pytest.raises(ValueError, match="train.learning_curve=True"):
+        load_run_points(str(tmp_path))

@@ -281,10 +281,11 @@ def test_equal_budget_comparison_end_to_end(small_synthetic, tmp_path):
     out = tmp_path / "cmp"
     evaluation = [o for o in SMALL if not o.startswith(("train.", "dataloader.train."))]
     training = [o for o in SMALL if o.startswith(("train.", "dataloader.train.")) and not o.startswith("train.max_iter")]
-    stdout = _run_tool([os.path.join(ROOT, "tools/compare.py"), "--threads", "2", "--train-budget-s", "2",
-                        "--calibration-iters", "4", "--output-dir", str(out), "--entries",
-                        f"m2f_r50={R50_SYN_CFG}", f"m2f_vits={VIT_SYN_CFG}", "--opts", *evaluation,
-                        "--train-opts", *training, "--json", str(tmp_path / "cmp.json")], env, timeout=1200)
+    argv = [os.path.join(ROOT, "tools/compare.py"), "--threads", "2", "--train-budget-s", "2",
+            "--calibration-iters", "4", "--curve-points", "2", "--output-dir", str(out), "--entries",
+            f"m2f_r50={R50_SYN_CFG}", f"m2f_vits={VIT_SYN_CFG}", "--opts", *evaluation,
+            "--train-opts", *training, "--json", str(tmp_path / "cmp.json")]
+    stdout = _run_tool(argv, env, timeout=1200)
     rows = {r["name"]: r for r in json.loads(stdout.strip().splitlines()[-1])}
     lines = stdout.splitlines()
     assert ("| model | PQ | PQ_th | PQ_st | mIoU | params (M) | GFLOPs | ms / image | train it | train s / it "
@@ -306,6 +307,22 @@ def test_equal_budget_comparison_end_to_end(small_synthetic, tmp_path):
         assert torch.allclose(state[f"backbone.net.vit.{k}"], ref[k], atol=1e-3), k
     assert "backbone.net.vit.blocks.6.attn.qkv.weight" not in state  # 6 blocks kept, as pe_vits
     assert "sem_seg_head.predictor.query_feat.weight" in state and "criterion.empty_weight" in state
+    # --curve-points: each run evaluated during training; the curves of both on one time axis
+    curves = json.loads((out / "curves.json").read_text())
+    for name in ("m2f_r50", "m2f_vits"):
+        pts = curves[name]
+        assert pts[-1]["iteration"] == rows[name]["train_iters"] and pts[-1]["PQ"] == pytest.approx(rows[name]["PQ"])
+        assert all(p["calibrated_s"] == pytest.approx(p["iteration"] * rows[name]["calibration_s_per_iter"])
+                   and p["measured_s"] > 0 for p in pts)
+    assert (out / "curves.png").stat().st_size > 1000 and (out / "curves_measured.png").is_file()
+    assert "| model | iteration | calibrated s | measured s | PQ | PQ_th | PQ_st |" in lines
+    # the finished runs are neither retrained nor overwritten: refused without --resume, reused with it
+    before = (out / "m2f_r50" / "train" / "model_final.pth").stat().st_mtime_ns
+    refused = subprocess.run([sys.executable, *argv], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert refused.returncode != 0 and "continue the comparison with --resume" in refused.stderr
+    again = _run_tool(argv + ["--resume"], env, timeout=1200)
+    assert json.loads(again.strip().splitlines()[-1])[0]["train_iters"] == rows["m2f_r50"]["train_iters"]
+    assert (out / "m2f_r50" / "train" / "model_final.pth").stat().st_mtime_ns == before
 
 
 def test_budget_arguments_are_checked(tmp_path):
