@@ -7,7 +7,7 @@ export DETECTRON2_DATASETS ?= $(CURDIR)/datasets
 STAMP := $(VENV)/.pe_panoptic-installed
 
 
-.PHONY: venv weights test demo clean-demo gpu-check
+.PHONY: venv weights test demo clean-demo gpu-check curves
 
 venv: $(STAMP)
 
@@ -39,3 +39,16 @@ clean-demo:
 # every GPU figure (docs/gpu.md) in one call of <= 8 minutes on one GPU; --dry-run runs it on CPU
 gpu-check: venv weights
 	$(PY) tools/gpu_check.py --output output/gpu_check
+
+# docs/baselines.md "Learning curves at an equal budget": five models, 20 CPU minutes of training each
+# (calibrated), evaluated 5 times during training; about 2 h on 2 cores. CURVES_OPTS=--resume
+# continues an interrupted comparison with the next entry.
+CURVES_BUDGET ?= 1200
+curves: venv weights
+	$(PY) tools/compare.py --threads 2 --train-budget-s $(CURVES_BUDGET) --curve-points 5 --output-dir output/curves \
+	    $(CURVES_OPTS) --entries ours_paper=configs/synthetic/pe_vits.py ours_offset=configs/synthetic/pe_vits_offset.py \
+	    eomt_vits=configs/baselines/eomt_dinov2_vits_synthetic.py \
+	    m2f_vits=configs/baselines/mask2former_dinov2_vits_synthetic.py \
+	    fpn_r50=configs/baselines/panoptic_fpn_r50_synthetic.py \
+	    --entry-opts m2f_vits:model.backbone.net.freeze_at=3 --entry-opts eomt_vits:model.backbone.freeze_at=3 \
+	    --json output/curves/compare.json
