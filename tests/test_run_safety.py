@@ -56,7 +56,7 @@ def test_a_second_training_into_a_locked_folder_fails_at_once(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "locked"
         train_net = tool("train_net")
-        args = train_net.get_parser().parse_args(["--config-file", CONFIG, f"train.output_dir={out}"])
+        args = train_net.parse_args(["--config-file", CONFIG, f"train.output_dir={out}"])
         t0 = time.time()
         with pytest.raises(OutputDirInUseError) as e:
             train_net.main(args)
@@ -189,7 +189,7 @@ def test_missing_frozen_bn_statistics_are_missing_keys(tmp_path):
 ])
 def test_bad_settings_are_refused_up_front(tmp_path, override, message):
     train_net = tool("train_net")
-    args = train_net.get_parser().parse_args(["--config-file", CONFIG, f"train.output_dir={tmp_path / 'o'}", override])
+    args = train_net.parse_args(["--config-file", CONFIG, f"train.output_dir={tmp_path / 'o'}", override])
     with pytest.raises(SettingsError, match=message):
         train_net.main(args)
     assert not (tmp_path / "o").exists()
@@ -208,7 +208,7 @@ def test_resume_with_changed_schedule_and_eval_only_keep_the_run(d2_datasets, tm
     def run(*extra):
         flags = [x for x in extra if x.startswith("--")]
         opts = [x for x in extra if not x.startswith("--")]
-        return train_net.main(train_net.get_parser().parse_args(
+        return train_net.main(train_net.parse_args(
             ["--config-file", CONFIG, *flags, *COCO_OPTS, f"train.output_dir={out}", *opts]))
 
     run("train.max_iter=2")

@@ -98,7 +98,7 @@ def test_every_tool_rejects_a_typo_override(name, ckpts, tmp_path):
     mod = tool(name)
     with pytest.raises(ConfigOverrideError, match="did you mean 'train.max_iter'"):
         if name == "train_net":
-            mod.main(mod.get_parser().parse_args(["--config-file", CONFIG, typo, f"train.output_dir={tmp_path}"]))
+            mod.main(mod.parse_args(["--config-file", CONFIG, typo, f"train.output_dir={tmp_path}"]))
         elif name in ("demo", "export"):
             extra = ["--input", ckpts["tiny"]] if name == "demo" else []
             mod.main(["--config-file", CONFIG, "--output", str(tmp_path)] + extra + ["--opts", typo])
@@ -115,7 +115,7 @@ def load_through(name, weights, tmp_path, extra=(), opts=TINY):
     """Load ``weights`` into the tiny model the way tool ``name`` does."""
     mod = tool(name)
     if name == "train_net":
-        args = mod.get_parser().parse_args(["--config-file", CONFIG, "--eval-only", *extra,
+        args = mod.parse_args(["--config-file", CONFIG, "--eval-only", *extra,
                                             f"train.init_checkpoint={weights}", f"train.output_dir={tmp_path}",
                                             "train.device=cpu", *opts])
         return mod.main(args)
@@ -171,7 +171,7 @@ def test_finetuning_from_init_checkpoint_needs_the_new_head_allowed(d2_datasets,
                    f"train.init_checkpoint={ckpts['tiny']}"]
 
     def run(out, *extra):
-        return train_net.main(train_net.get_parser().parse_args(
+        return train_net.main(train_net.parse_args(
             ["--config-file", CONFIG, *opts, f"train.output_dir={tmp_path / out}", *extra]))
 
     with pytest.raises(CheckpointError, match=r"heads.sem.weight \(7, 16, 3, 3\) vs \(133, 16, 3, 3\)"):
@@ -184,7 +184,7 @@ def test_finetuning_from_init_checkpoint_needs_the_new_head_allowed(d2_datasets,
 # ------------------------------------------------------------------------------ train_net runs
 def test_eval_only_without_checkpoint_is_refused(tmp_path):
     train_net = tool("train_net")
-    args = train_net.get_parser().parse_args(["--config-file", CONFIG, "--eval-only", f"train.output_dir={tmp_path}"])
+    args = train_net.parse_args(["--config-file", CONFIG, "--eval-only", f"train.output_dir={tmp_path}"])
     with pytest.raises(SystemExit, match="--eval-only needs a checkpoint: give train.init_checkpoint="):
         train_net.main(args)
     assert not (tmp_path / "config.yaml").exists()  # refused before anything was written
@@ -198,7 +198,7 @@ def test_a_finished_run_is_not_overwritten(tmp_path):
         (out / f).write_text("old run")
     torch.save({"model": {}}, out / "model_final.pth")  # a complete checkpoint: a finished run
     final = (out / "model_final.pth").read_bytes()
-    args = train_net.get_parser().parse_args(["--config-file", CONFIG, f"train.output_dir={out}"])
+    args = train_net.parse_args(["--config-file", CONFIG, f"train.output_dir={out}"])
     with pytest.raises(OutputDirInUseError) as e:
         train_net.main(args)
     msg = str(e.value)

@@ -46,6 +46,6 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = train_net.get_parser().parse_args()
+    args = train_net.parse_args()
     train_net.launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
                      dist_url=args.dist_url, args=(args,))

@@ -48,6 +48,7 @@ from pe_panoptic.studies.analysis import (  # noqa: E402
     segments_with_isthing,
 )
 from pe_panoptic.data.mapper import read_panoptic_ids  # noqa: E402
+from pe_panoptic.engine.cli import parse_tool_args, with_opts  # noqa: E402
 
 logger = logging.getLogger("pe_panoptic.analyze_sizes")
 
@@ -217,14 +218,18 @@ def get_parser() -> argparse.ArgumentParser:
                     help="value of an unmatched GT instance: 0, or its best IoU with any prediction")
     ap.add_argument("--max-images", type=int, default=0, help="only the first N images (0 = all)")
     ap.add_argument("--output", default="output/analyze_sizes")
-    ap.add_argument("--opts", nargs="*", default=[], help="key=value overrides for configs of --model")
     ap.add_argument("--trust-pickle", action="store_true",
                     help="load .pkl weights (unpickling runs code stored in the file: only files you trust)")
-    return ap
+    return with_opts(ap)  # --opts: overrides for the configs of --model
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """The command line, with every ``key=value`` override (``--opts`` or positional) in ``opts``."""
+    return parse_tool_args(get_parser(), argv)
 
 
 def main(argv: Optional[List[str]] = None) -> dict:
-    args = get_parser().parse_args(argv)
+    args = parse_args(argv)
     if not 1 <= len(args.model) <= 2:
         raise SystemExit(f"--model must be given once or twice, got {len(args.model)}")
     bins = tuple(args.bins) if args.bins else DEFAULT_AREA_BINS

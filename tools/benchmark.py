@@ -31,6 +31,9 @@ Examples (the figures of the note)::
     python tools/benchmark.py train --backbone vit_large_patch14_dinov2 --size 616 --batch 8 --dtype bf16
     python tools/benchmark.py train --config-file configs/coco/vitl_stage3.py --batch 4 --dtype bf16
 
+Config overrides (``model`` and ``train``; ``pipeline`` applies them to every entry): ``--opts
+KEY=VALUE ...``, or ``KEY=VALUE`` tokens anywhere on the line (:mod:`pe_panoptic.engine.cli`).
+
 CPU timings on a shared machine: ``--threads 1`` gives the most stable ratios (with several
 threads, a descheduled OpenMP thread stalls every parallel op).
 """
@@ -40,6 +43,7 @@ import argparse
 import logging
 
 import pe_panoptic  # noqa: E402,F401  (registers datasets and the meta-architecture)
+from pe_panoptic.engine.cli import add_opts_argument, parse_tool_args, with_opts  # noqa: E402
 from pe_panoptic.studies import benchmark as B  # noqa: E402
 from pe_panoptic.studies.benchmark.run_data import run_data  # noqa: E402
 from pe_panoptic.studies.benchmark.run_model import run_model  # noqa: E402
@@ -85,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--warmup", type=int, default=2)
     m.add_argument("--matmul-size", type=int, default=None, help="n of the n x n matmul peak (8192 cuda, 2048 cpu)")
     m.add_argument("--matmul-repeats", type=int, default=1)
-    m.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides key=value")
+    add_opts_argument(m)
 
     pp = sub.add_parser("postprocess", help="post-processing vs naive reference and vs the forward")
     _add_model_args(pp, "forward-", "vit_small_patch14_dinov2")
@@ -143,8 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--against", action="append", default=None, metavar="KEY=VALUE",
                    help="also time the config with this override (repeat for several), steps interleaved, "
                         "and report the ratio (e.g. --against model.decoder.upsample_impl=convtranspose)")
-    t.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides key=value")
-    return p
+    add_opts_argument(t)
+    return with_opts(p)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line, with every ``key=value`` override (``--opts`` or positional) in ``opts``;
+    ``pipeline --entries name=config.py ...`` values stay entries."""
+    return parse_tool_args(build_parser(), argv, verbatim=("--entries",))
 
 
 COMMANDS = {"pipeline": run_pipeline, "model": run_model, "postprocess": run_postprocess, "data": run_data, "train": run_train,
@@ -152,7 +162,7 @@ COMMANDS = {"pipeline": run_pipeline, "model": run_model, "postprocess": run_pos
 
 
 def main(argv=None) -> dict:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     return COMMANDS[args.cmd](args)
 

@@ -52,6 +52,7 @@ import torch  # noqa: E402
 import pe_panoptic  # noqa: E402,F401
 from pe_panoptic.studies.analysis import segments_with_isthing  # noqa: E402
 from pe_panoptic.engine.checkpoint_io import TRUST_PICKLE_HELP  # noqa: E402
+from pe_panoptic.engine.cli import parse_tool_args, with_opts  # noqa: E402
 from pe_panoptic.engine.predictor import Predictor, load_model  # noqa: E402
 from pe_panoptic.data.mapper import read_image_8bit, read_panoptic_ids  # noqa: E402
 from pe_panoptic.postprocess import decode_cells, thing_pixel_mask  # noqa: E402
@@ -319,8 +320,12 @@ def get_parser() -> argparse.ArgumentParser:
     ap.add_argument("--overwrite", action="store_true",
                     help="replace output files that exist (default: such an image fails, naming the file)")
     ap.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1 ...")
-    ap.add_argument("--opts", nargs="*", default=[], help="key=value config overrides")
-    return ap
+    return with_opts(ap)
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """The command line, with every ``key=value`` override (``--opts`` or positional) in ``opts``."""
+    return parse_tool_args(get_parser(), argv)
 
 
 def main(argv: Optional[List[str]] = None) -> dict:
@@ -328,7 +333,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     listed in ``summary["failed"]`` instead of stopping the run."""
     from tqdm import tqdm
 
-    args = get_parser().parse_args(argv)
+    args = parse_args(argv)
     if not (args.input or args.video_input or args.dataset):
         raise SystemExit("give --input, --video-input or --dataset")
     if bool(args.gt_json) != bool(args.gt_root):

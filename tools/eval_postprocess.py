@@ -20,7 +20,6 @@ import argparse
 import json
 import logging
 import os
-import sys
 import tempfile
 
 
@@ -28,7 +27,7 @@ import pe_panoptic  # noqa: E402,F401  (registers everything)
 from detectron2.config import instantiate  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 from pe_panoptic.engine.checkpoint_io import TRUST_PICKLE_HELP  # noqa: E402
-from pe_panoptic.engine.cli import add_opts_argument, split_overrides  # noqa: E402
+from pe_panoptic.engine.cli import parse_tool_args, with_opts  # noqa: E402
 from pe_panoptic.engine.config_overrides import load_config  # noqa: E402
 from pe_panoptic.engine.predictor import load_model  # noqa: E402
 from pe_panoptic.engine.trainer import jsonable  # noqa: E402
@@ -51,10 +50,6 @@ def _float(v):
     return None if v is None else float(v)
 
 
-#: options that take one value (a ``key=value``-looking token after them is their value)
-VALUE_OPTIONS = ("--config-file", "--checkpoint", "--output-dir", "--metrics-json")
-
-
 def get_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config-file", required=True)
@@ -64,16 +59,12 @@ def get_parser() -> argparse.ArgumentParser:
     ap.add_argument("--output-dir", default=None, help="evaluator outputs, one folder per variant (default: a temp dir)")
     ap.add_argument("--metrics-json", default="", help="also write the results to this JSON file")
     ap.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
-    add_opts_argument(ap)
-    return ap
+    return with_opts(ap)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     """The command line, with every ``key=value`` override (``--opts`` or positional) in ``opts``."""
-    rest, overrides = split_overrides(sys.argv[1:] if argv is None else list(argv), VALUE_OPTIONS)
-    args = get_parser().parse_args(rest)
-    args.opts = overrides
-    return args
+    return parse_tool_args(get_parser(), argv)
 
 
 def main(argv=None):

@@ -34,6 +34,7 @@ import torch  # noqa: E402
 
 import pe_panoptic  # noqa: E402,F401
 from pe_panoptic.engine.checkpoint_io import TRUST_PICKLE_HELP  # noqa: E402
+from pe_panoptic.engine.cli import parse_tool_args, with_opts  # noqa: E402
 from pe_panoptic.engine import predictor  # noqa: E402
 from pe_panoptic.engine.device import resolve_device  # noqa: E402
 from pe_panoptic.export.exporter import (  # noqa: E402
@@ -120,12 +121,16 @@ def get_parser() -> argparse.ArgumentParser:
     ap.add_argument("--dynamo", action="store_true", help="torch's dynamo ONNX exporter (needs onnxscript)")
     ap.add_argument("--device", default="cpu", help="device to trace on (cpu, cuda, auto)")
     ap.add_argument("--check", action="store_true", help="compare the exports with eager PyTorch")
-    ap.add_argument("--opts", nargs="*", default=[], help="key=value config overrides")
-    return ap
+    return with_opts(ap)
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """The command line, with every ``key=value`` override (``--opts`` or positional) in ``opts``."""
+    return parse_tool_args(get_parser(), argv)
 
 
 def main(argv: Optional[List[str]] = None) -> dict:
-    args = get_parser().parse_args(argv)
+    args = parse_args(argv)
     device = resolve_device(args.device)
     cfg, model = load_model(args.config_file, args.weights or None, args.opts, device, args.trust_pickle)
     p = int(model.size_divisibility)

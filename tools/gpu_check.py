@@ -37,13 +37,17 @@ def parse_caps(items):
     return caps
 
 
-def main(argv=None):
+def get_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--output", default=os.path.join(ROOT, "output/gpu_check"), help="folder of gpu_check.json")
     ap.add_argument("--dry-run", action="store_true", help="the same code paths on CPU at tiny sizes")
     ap.add_argument("--only", nargs="+", default=None, help="run only these sections (the others are recorded as skipped)")
     ap.add_argument("--caps", nargs="+", default=None, help="time caps in seconds, e.g. train=90 learning=300")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None):
+    args = get_parser().parse_args(argv)
     os.environ.setdefault("DETECTRON2_DATASETS", os.path.join(ROOT, "datasets"))
 
     import torch

@@ -115,8 +115,12 @@ def installed_ok():
         return None
 
 
+def get_parser():
+    return sdist_install.parser(__doc__, SDIST_NAME)
+
+
 def main():
-    args = sdist_install.parser(__doc__, SDIST_NAME).parse_args()
+    args = get_parser().parse_args()
     SDIST.install(args, apply_patches, installed_ok, note="no C++/CUDA op")
 
 

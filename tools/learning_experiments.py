@@ -5,7 +5,10 @@ Each variant trains ``tools/train_net.py`` on the base config plus its overrides
 sequentially: on a small CPU, parallel trainings distort each other), with the learning curve on
 and an evaluation every ``EVAL_PERIOD`` iterations, and is scored on the synthetic val split.
 
-    python tools/learning_experiments.py [--only NAME ...] [--iters N] [--output DIR] [key=value ...]
+    python tools/learning_experiments.py [--only NAME ...] [--iters N] [--output DIR] [--opts key=value ...]
+
+Overrides (applied to every variant): ``--opts key=value ...``, or ``key=value`` tokens anywhere on
+the line (:mod:`pe_panoptic.engine.cli`).
 
 Writes ``<output>/<variant>/`` (log, checkpoints, ``learning_curve.{json,png}``, metrics) and
 ``<output>/results.json``; prints the Markdown table that docs/experiments.md shows. Variants already
@@ -136,7 +139,9 @@ def _float(v):
     return None if v is None else float(v)
 
 
-def main(argv=None):
+def get_parser() -> argparse.ArgumentParser:
+    from pe_panoptic.engine.cli import with_opts  # here: importing pe_panoptic loads torch
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--spec", default=DEFAULT_SPEC, help="experiment list (BASE, ITERS, EVAL_PERIOD, EXPERIMENTS)")
     ap.add_argument("--only", nargs="+", default=None, help="variants to run (default: all)")
@@ -144,8 +149,18 @@ def main(argv=None):
     ap.add_argument("--eval-period", type=int, default=None)
     ap.add_argument("--output", default=os.path.join(ROOT, "output/learning_experiments"))
     ap.add_argument("--rerun", action="store_true", help="retrain variants that already have results")
-    ap.add_argument("opts", nargs=argparse.REMAINDER, help="key=value overrides applied to every variant")
-    args = ap.parse_args(argv)
+    return with_opts(ap)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line, with every ``key=value`` override (``--opts`` or positional) in ``opts``."""
+    from pe_panoptic.engine.cli import parse_tool_args
+
+    return parse_tool_args(get_parser(), argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     spec = load_spec(args.spec)
     names = args.only or list(spec["EXPERIMENTS"])
     unknown = [n for n in names if n not in spec["EXPERIMENTS"]]

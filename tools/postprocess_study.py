@@ -4,7 +4,10 @@ measured"): trained PQ of one checkpoint under every instance decoder, on severa
 
     python tools/postprocess_study.py --config-file configs/synthetic/pe_vits.py \\
         --checkpoint output/demo/model_final.pth [--datasets synthetic_panoptic_val synthetic_panoptic_dense_val] \\
-        [--output output/postprocess_study] [key=value ...]
+        [--output output/postprocess_study] [--opts key=value ...]
+
+Overrides: ``--opts key=value ...``, or ``key=value`` tokens anywhere on the line, also right after
+``--datasets`` (:mod:`pe_panoptic.engine.cli`).
 
 Variants (:data:`VARIANTS`): ``nn`` with ``merge_radius`` 0 and 1 (the merge of candidates in
 adjacent grid cells), ``vote`` and ``painter``, each with the instance head's void and the
@@ -24,6 +27,7 @@ import pe_panoptic  # noqa: E402,F401  (registers everything)
 from detectron2.config import instantiate  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 from pe_panoptic.engine.checkpoint_io import TRUST_PICKLE_HELP  # noqa: E402
+from pe_panoptic.engine.cli import parse_tool_args, with_opts  # noqa: E402
 from pe_panoptic.engine.predictor import load_model  # noqa: E402
 from pe_panoptic.engine.trainer import jsonable  # noqa: E402
 from pe_panoptic.evaluation.variants import evaluate_postprocess_variants, variant_name  # noqa: E402
@@ -65,18 +69,24 @@ def table(results: dict) -> str:
     return format_table(["dataset", "decoder", *COLUMNS, "post ms/img"], rows, floatfmt=".1f")
 
 
-def main(argv=None) -> dict:
+def get_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config-file", required=True)
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--datasets", nargs="+", default=["synthetic_panoptic_val", "synthetic_panoptic_dense_val"])
     ap.add_argument("--output", default="output/postprocess_study")
     ap.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
-    ap.add_argument("opts", nargs=argparse.REMAINDER, help="key=value config overrides")
-    args = ap.parse_args(argv)
-    # `--datasets a b key=value`: argparse gives the overrides to --datasets; they are overrides
-    args.opts = [d for d in args.datasets if "=" in d] + list(args.opts)
-    args.datasets = [d for d in args.datasets if "=" not in d]
+    return with_opts(ap)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line, with every ``key=value`` override (``--opts`` or positional, also right after
+    ``--datasets a b``) in ``opts``."""
+    return parse_tool_args(get_parser(), argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
     setup_logger(name="pe_panoptic")
     if not os.path.isfile(args.checkpoint):
         raise SystemExit(f"checkpoint not found: {args.checkpoint}")

@@ -15,6 +15,9 @@ A second run into an output folder that already holds a demo run refuses up fron
 work), naming the folder: ``make clean-demo`` first, or ``--overwrite`` to retrain and replace it
 (passed on to ``tools/train_net.py``). Replacing a finished 15-minute run is a decision, so
 ``make demo`` does not pass ``--overwrite`` by itself.
+
+Overrides (passed on to every step): ``--opts key=value ...``, or ``key=value`` tokens anywhere on the
+line (:mod:`pe_panoptic.engine.cli`).
 """
 import argparse
 import json
@@ -75,7 +78,9 @@ def visualize(config_file: str, checkpoint: str, out_dir: str, num_images: int, 
     return paths
 
 
-def main(argv=None):
+def get_parser() -> argparse.ArgumentParser:
+    from pe_panoptic.engine.cli import with_opts  # here: importing pe_panoptic loads torch
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config-file", default=os.path.join(ROOT, "configs/synthetic/pe_vits.py"))
     ap.add_argument("--output", default=os.path.join(ROOT, "output/demo"))
@@ -84,8 +89,18 @@ def main(argv=None):
                     help="do not score the other post-processing variants (tools/eval_postprocess.py)")
     ap.add_argument("--overwrite", action="store_true",
                     help="retrain and replace a demo run already in --output (default: refuse)")
-    ap.add_argument("opts", nargs=argparse.REMAINDER, help="key=value config overrides")
-    args = ap.parse_args(argv)
+    return with_opts(ap)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line, with every ``key=value`` override (``--opts`` or positional) in ``opts``."""
+    from pe_panoptic.engine.cli import parse_tool_args
+
+    return parse_tool_args(get_parser(), argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     from pe_panoptic.engine.run_dir import existing_run
 
     found = existing_run(args.output)

@@ -3,12 +3,15 @@
 
 Follows detectron2's ``tools/lazyconfig_train_net.py``:
 
-    python tools/train_net.py --config-file configs/synthetic/pe_tiny.py [key=value ...]
+    python tools/train_net.py --config-file configs/synthetic/pe_tiny.py [--opts key=value ...]
     python tools/train_net.py --config-file ... --eval-only train.init_checkpoint=model_final.pth
     python tools/train_net.py --config-file ... --resume
     python tools/train_net.py --config-file ... --num-gpus 8        # DDP, one process per GPU
     python tools/train_net.py --config-file ... --num-gpus 2 --num-machines 2 --machine-rank 0 \\
         --dist-url tcp://<host>:<port>
+
+Overrides: ``--opts key=value ...``; positional ``key=value`` tokens anywhere on the line are the same
+overrides, and options after them stay options (``... a=b --resume``; :mod:`pe_panoptic.engine.cli`).
 
 Additions over the detectron2 script: ``train.device="auto"`` picks CUDA when available, AMP in
 fp16 or bf16 (``train.amp.enabled``, ``train.amp.dtype``) on CUDA or CPU, gradient accumulation
@@ -47,6 +50,7 @@ from detectron2.engine.defaults import create_ddp_model  # noqa: E402
 from detectron2.evaluation import inference_on_dataset, print_csv_format  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
 from pe_panoptic.engine.checkpoint_io import TRUST_PICKLE_HELP, StrictCheckpointer  # noqa: E402
+from pe_panoptic.engine.cli import parse_tool_args, with_opts  # noqa: E402
 from pe_panoptic.engine.config_overrides import load_config  # noqa: E402
 from pe_panoptic.engine.device import resolve_device as resolve_device_name  # noqa: E402
 from pe_panoptic.engine.trainer import (  # noqa: E402
@@ -73,6 +77,7 @@ from pe_panoptic.engine.run_settings import (  # noqa: E402
     check_resume_schedule,
     check_train_settings,
 )
+from pe_panoptic.evaluation.build import check_evaluator_dataset  # noqa: E402
 
 logger = logging.getLogger("detectron2")
 
@@ -196,6 +201,7 @@ def main(args):
         raise SystemExit("--eval-only needs a checkpoint: give train.init_checkpoint=<model.pth> "
                          "(evaluating randomly initialized weights is meaningless)")
     check_train_settings(cfg, eval_only=args.eval_only)
+    check_evaluator_dataset(cfg)  # before anything is written or built, not a KeyError after inference
     guard = None
     if not args.eval_only:
         prepare_output_dir(args, cfg)
@@ -226,18 +232,30 @@ def main(args):
     return results
 
 
+EPILOG = """Examples:
+    train_net.py --config-file configs/synthetic/pe_tiny.py train.max_iter=100 --resume
+    train_net.py --config-file cfg.py --eval-only --opts train.init_checkpoint=model_final.pth
+    train_net.py --num-gpus 2 --num-machines 2 --machine-rank 0 --dist-url tcp://<host>:<port> --config-file cfg.py
+"""
+
+
 def get_parser():
-    parser = default_argument_parser()
+    parser = default_argument_parser(epilog=EPILOG)
     parser.add_argument("--metrics-json", default="", help="write the final evaluation results to this JSON file")
     parser.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
     parser.add_argument("--overwrite", action="store_true",
                         help="train into an output_dir that holds another run, replacing it (its model_final.pth, "
                         "last_checkpoint and metrics.json are removed first)")
-    return parser
+    return with_opts(parser)  # --opts in place of detectron2's positional REMAINDER ``opts``
+
+
+def parse_args(argv=None):
+    """The command line, with every ``key=value`` override (``--opts`` or positional) in ``opts``."""
+    return parse_tool_args(get_parser(), argv)
 
 
 if __name__ == "__main__":
-    args = get_parser().parse_args()
+    args = parse_args()
     launch(
         main,
         args.num_gpus,
