@@ -338,13 +338,21 @@ def test_pipeline_subcommand_compares_entries_in_one_run(tmp_path):
     cfg = str(ROOT / "configs/synthetic/pe_tiny.py")
     proc = subprocess.run(
         [sys.executable, str(ROOT / "tools/benchmark.py"), "pipeline", "--entries", f"a={cfg}", f"b={cfg}",
-         "--rounds", "1", "--threads", "1", "--opts", "dataloader.test.num_workers=0"],
+         "--rounds", "1", "--threads", "1", "--opts", "dataloader.test.num_workers=0",
+         "--entry-opts", "b:model.postprocess.grid=[8,8]"],
         env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     assert r["subcommand"] == "pipeline" and r["images"] == 2 and set(r["entries"]) == {"a", "b"}
     assert r["ratios"]["a"] == pytest.approx(1.0)
+    # --entry-opts: an override for one entry only (e.g. a baseline's thresholds)
+    assert r["entries"]["a"]["opts"] == ["dataloader.test.num_workers=0"]
+    assert r["entries"]["b"]["opts"] == ["dataloader.test.num_workers=0", "model.postprocess.grid=[8,8]"]
     assert r["ratios"]["b"] == pytest.approx(r["entries"]["a"]["images_per_s"] / r["entries"]["b"]["images_per_s"])
     bad = subprocess.run([sys.executable, str(ROOT / "tools/benchmark.py"), "pipeline", "--entries", f"a={cfg}"],
                          env=env, capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "at least two" in bad.stderr
+    bad = subprocess.run([sys.executable, str(ROOT / "tools/benchmark.py"), "pipeline", "--entries", f"a={cfg}",
+                          f"b={cfg}", "--entry-opts", "c:model.x=1"], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode != 0 and "'c' is not one of the entries ['a', 'b']" in bad.stderr

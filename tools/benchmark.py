@@ -43,7 +43,7 @@ import argparse
 import logging
 
 import pe_panoptic  # noqa: E402,F401  (registers datasets and the meta-architecture)
-from pe_panoptic.engine.cli import add_opts_argument, parse_tool_args, with_opts  # noqa: E402
+from pe_panoptic.engine.cli import add_opts_argument, parse_entry_opts, parse_tool_args, with_opts  # noqa: E402
 from pe_panoptic.studies import benchmark as B  # noqa: E402
 from pe_panoptic.studies.benchmark.run_data import run_data  # noqa: E402
 from pe_panoptic.studies.benchmark.run_model import run_model  # noqa: E402
@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--threads", type=int, default=None)
     pl.add_argument("--trust-pickle", action="store_true", help="allow .pkl checkpoints (a pickle runs code)")
     pl.add_argument("--opts", nargs="*", default=[], help="config overrides key=value applied to every entry")
+    pl.add_argument("--entry-opts", action="append", default=[], metavar="NAME:KEY=VALUE",
+                    help="an override for one entry (e.g. m2f_r50:model.object_mask_threshold=0.5); repeat for more")
 
     t = sub.add_parser("train", help="training images/s and peak memory")
     _add_model_args(t)
@@ -163,6 +165,8 @@ COMMANDS = {"pipeline": run_pipeline, "model": run_model, "postprocess": run_pos
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.cmd == "pipeline":  # {name: [key=value, ...]} for run_pipeline
+        args.entry_opts = parse_entry_opts(args.entry_opts, [e.partition("=")[0] for e in args.entries])
     logging.basicConfig(level=logging.WARNING)
     return COMMANDS[args.cmd](args)
 

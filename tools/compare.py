@@ -58,6 +58,7 @@ from detectron2.evaluation import inference_on_dataset  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 from pe_panoptic.engine.checkpoint_io import TRUST_PICKLE_HELP  # noqa: E402
 from pe_panoptic.evaluation.panoptic import score_only_predicted  # noqa: E402
+from pe_panoptic.engine.cli import parse_entry_opts  # noqa: E402,F401  (compare.parse_entry_opts)
 from pe_panoptic.engine.config_overrides import load_config  # noqa: E402
 from pe_panoptic.engine.predictor import load_model  # noqa: E402
 from pe_panoptic.studies.benchmark.flops import SDPA_OP, sdpa_macs  # noqa: E402
@@ -291,19 +292,6 @@ def get_parser() -> argparse.ArgumentParser:
                    help="with --train-budget-s: reuse the entries already trained into --output-dir with the same "
                         "settings (an interrupted comparison continues with the next entry)")
     return p
-
-
-def parse_entry_opts(specs: Sequence[str], names: Sequence[str]) -> Dict[str, List[str]]:
-    """``["name:key=value", ...]`` -> ``{name: [key=value, ...]}`` (every name must be an entry)."""
-    out: Dict[str, List[str]] = {n: [] for n in names}
-    for spec in specs:
-        name, sep, override = spec.partition(":")
-        if not sep or "=" not in override:
-            raise ValueError(f"--entry-opts: expected name:key=value, got {spec!r}")
-        if name not in out:
-            raise ValueError(f"--entry-opts {spec!r}: {name!r} is not one of the entries {list(names)}")
-        out[name].append(override)
-    return out
 
 
 def main(argv: Optional[Sequence[str]] = None) -> List[Dict]:

@@ -18,9 +18,9 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from typing import Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
-__all__ = ["OVERRIDE_TOKEN", "OPTS_HELP", "add_opts_argument", "with_opts", "value_options",
+__all__ = ["parse_entry_opts", "OVERRIDE_TOKEN", "OPTS_HELP", "add_opts_argument", "with_opts", "value_options",
            "split_overrides", "parse_tool_args"]
 
 #: a config override: ``key=value`` / ``+key=value`` with a dotted key (``model.postprocess.grid=[16,16]``)
@@ -157,3 +157,16 @@ def parse_tool_args(parser, argv: Optional[Sequence[str]] = None, *,
         sub.error(f"the {name!r} subcommand takes no config overrides, got {' '.join(overrides)}")
     args.opts = overrides
     return args
+
+
+def parse_entry_opts(specs: Sequence[str], names: Sequence[str]) -> Dict[str, List[str]]:
+    """``["name:key=value", ...]`` -> ``{name: [key=value, ...]}`` (every name must be an entry)."""
+    out: Dict[str, List[str]] = {n: [] for n in names}
+    for spec in specs:
+        name, sep, override = spec.partition(":")
+        if not sep or "=" not in override:
+            raise ValueError(f"--entry-opts: expected name:key=value, got {spec!r}")
+        if name not in out:
+            raise ValueError(f"--entry-opts {spec!r}: {name!r} is not one of the entries {list(names)}")
+        out[name].append(override)
+    return out

@@ -47,11 +47,11 @@ def run_pipeline(args) -> dict:
                              "compare the entries on the same images")
         sizes[name] = len(items)
         cfg.dataloader.evaluator.output_dir = tempfile.mkdtemp(prefix=f"pe_pipeline_{name}_")
-        built[name] = (model, items, cfg.dataloader.evaluator, config, ckpt)
+        built[name] = (model, items, cfg.dataloader.evaluator, config, ckpt, opts)
     best = {name: float("inf") for name in built}
     with torch.no_grad():
         for _ in range(args.rounds):
-            for name, (model, items, ev_cfg, _, _) in built.items():
+            for name, (model, items, ev_cfg, *_) in built.items():
                 evaluator = instantiate(ev_cfg)
                 if args.images:  # a subset of the split: score only the images predicted (as tools/compare.py)
                     score_only_predicted(evaluator)
@@ -62,9 +62,9 @@ def run_pipeline(args) -> dict:
                 best[name] = min(best[name], time.perf_counter() - t0)
     first = next(iter(built))
     rows, per = [], {}
-    for name, (_, _, _, config, ckpt) in built.items():
+    for name, (_, _, _, config, ckpt, opts) in built.items():
         ips = sizes[name] / best[name]
-        per[name] = {"config": config, "checkpoint": ckpt, "seconds": best[name], "images_per_s": ips}
+        per[name] = {"config": config, "checkpoint": ckpt, "opts": opts, "seconds": best[name], "images_per_s": ips}
         rows.append({"entry": name, "seconds": best[name], "images_per_s": ips,
                      "ratio": (sizes[first] / best[first]) / ips})
     result = {"subcommand": "pipeline", "device": str(device), "threads": threads, "images": sizes[first],
