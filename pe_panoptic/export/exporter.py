@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pe_panoptic.encoding import CentroidEncoding
+from pe_panoptic.export.checked_graph import CheckedGraph  # noqa: F401  (re-exported)
 from pe_panoptic.postprocess import PostProcessConfig, panoptic_from_outputs, resize_panoptic  # noqa: F401
 from pe_panoptic.postprocess import batch_results as postprocess  # the documented post-processing of exported outputs
 
@@ -181,33 +182,6 @@ def _example(net: ExportableNetwork, hw: Tuple[int, int], batch: int = 1) -> tor
     dev = next(net.parameters()).device
     g = torch.Generator().manual_seed(0)
     return torch.randn(batch, 3, *hw, generator=g).to(dev)
-
-
-class CheckedGraph(nn.Module):
-    """A traced network behind an input check that TorchScript keeps (``torch.jit.script``): a
-    trace records no Python ``if``, so a bare traced graph runs on an ``H`` or ``W`` that is not a
-    multiple of the patch size and returns wrong-sized outputs, where the eager model raises. The
-    saved TorchScript file refuses such an input itself, with the message of
-    :func:`check_network_input` (``fixed_hw``: a fixed-size export also refuses any other size)."""
-
-    def __init__(self, traced: nn.Module, divisor: int, fixed_hw: Tuple[int, int] = (0, 0)):
-        super().__init__()
-        self.net = traced
-        self.divisor = int(divisor)
-        self.fixed_h, self.fixed_w = int(fixed_hw[0]), int(fixed_hw[1])
-
-    def forward(self, image: torch.Tensor):
-        if image.dim() != 4 or image.size(1) != 3:
-            raise ValueError("exported network input must be [B, 3, H, W], got " + str(image.shape))
-        h, w = image.size(2), image.size(3)
-        if h <= 0 or w <= 0 or h % self.divisor != 0 or w % self.divisor != 0:
-            raise ValueError("exported network input must be [B, 3, H, W] with H and W positive multiples of "
-                             + str(self.divisor) + ", got " + str(image.shape)
-                             + ": pad it first (pe_panoptic.export.preprocess pads as the mapper does)")
-        if self.fixed_h > 0 and (h != self.fixed_h or w != self.fixed_w):
-            raise ValueError("this TorchScript graph was exported at the fixed size " + str(self.fixed_h) + "x"
-                             + str(self.fixed_w) + ", got " + str(image.shape) + ": pad to it, or export with --dynamic")
-        return self.net(image)
 
 
 def export_torchscript(model: nn.Module, path: str, height: int, width: int, dynamic: bool = True):
